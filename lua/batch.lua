@@ -1,0 +1,79 @@
+-- Entry point: evaluates a batch of requests, one after another, each all-or-nothing.
+--
+-- ARGV[1]  time override in us, or '' to use Redis TIME (only tests pass a time)
+-- ARGV[2]  number of requests R
+-- then per request: m (its number of checks), dry (1: decide but write nothing), then per check 8 fields:
+--          algorithm id, cost, mode (0 enforced, 1 shadow, 2 quota_mode), limit, p1, p2, p3, p4
+-- KEYS     one key per check, in the same order.
+--
+-- A request is admitted unless an enforced check denies, or every quota_mode check denies. Only an
+-- admitted request writes anything; a check that denies never writes, even in an admitted request.
+-- Checks of one request on the same key see each other's tentative state, so duplicates add up.
+--
+-- Returns {now, then per check: admitted (1/0), remaining, reset_after_us, retry_after_us}, where
+-- remaining and reset_after describe the state after this request (-1 for "never").
+local now
+if ARGV[1] ~= '' then
+  now = tonumber(ARGV[1])
+else
+  local t = redis.call('TIME')
+  now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+end
+
+local out = { now }
+local ai, ki = 3, 1
+for _ = 1, tonumber(ARGV[2]) do
+  local m, dry = tonumber(ARGV[ai]), ARGV[ai + 1] == '1'
+  ai = ai + 2
+  local pending, order, results = {}, {}, {}
+  local enforced_denied, quota_total, quota_denied = false, 0, 0
+  for i = 1, m do
+    local chk = {
+      alg = tonumber(ARGV[ai]), cost = tonumber(ARGV[ai + 1]), mode = tonumber(ARGV[ai + 2]),
+      limit = tonumber(ARGV[ai + 3]), p1 = tonumber(ARGV[ai + 4]), p2 = tonumber(ARGV[ai + 5]),
+      p3 = tonumber(ARGV[ai + 6]), p4 = tonumber(ARGV[ai + 7]),
+    }
+    ai = ai + 8
+    local key = KEYS[ki]
+    ki = ki + 1
+    local alg = ALGS[chk.alg]
+    local p = pending[key]
+    local state
+    if p then state = p.state else state = alg.load(key) end
+    local ok, before, ns, reset_c, reset_n, retry = alg.decide(state, chk, now)
+    if ok and chk.cost > 0 then
+      if not p then order[#order + 1] = key end
+      pending[key] = { alg = alg, state = ns }
+    end
+    results[i] = { ok = ok, before = before, cost = chk.cost, reset_c = reset_c, reset_n = reset_n, retry = retry }
+    if chk.mode == 2 then
+      quota_total = quota_total + 1
+      if not ok then quota_denied = quota_denied + 1 end
+    elseif chk.mode == 0 and not ok then
+      enforced_denied = true
+    end
+  end
+  local admitted = not enforced_denied and not (quota_total > 0 and quota_denied == quota_total)
+  if admitted and not dry then
+    for _, key in ipairs(order) do
+      local p = pending[key]
+      p.alg.save(key, p.state)
+    end
+  end
+  for i = 1, m do
+    local r = results[i]
+    local remaining, reset = r.before, r.reset_n
+    if admitted and r.ok then
+      remaining = r.before - r.cost
+      reset = r.reset_c
+    end
+    if remaining < 0 then remaining = 0 end
+    local ok = 0
+    if r.ok then ok = 1 end
+    out[#out + 1] = ok
+    out[#out + 1] = remaining
+    out[#out + 1] = reset
+    out[#out + 1] = r.retry
+  end
+end
+return out

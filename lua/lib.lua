@@ -1,0 +1,33 @@
+-- Shared helpers. The service concatenates lib.lua, the algorithm files and batch.lua into one script
+-- (Redis scripts cannot import each other). Everything is local: Redis forbids new globals.
+--
+-- Numbers are doubles: all arithmetic stays on integers below 2^53 (the service picks a time
+-- resolution per rule so products fit), and every number written to Redis goes through fmt(),
+-- because tostring() keeps only 14 digits.
+local ALGS = {}
+
+local function fmt(x)
+  return string.format('%d', x)
+end
+
+-- ceil(a / b) for integers a >= 0, b > 0 below 2^53 (the rounded quotient cannot cross an integer).
+local function ceil_div(a, b)
+  return math.floor((a + b - 1) / b)
+end
+
+-- A relative TTL in whole milliseconds, never zero (PEXPIRE 0 would delete the key at once).
+local function ttl_ms(us)
+  local ms = ceil_div(us, 1000)
+  if ms < 1 then
+    return 1
+  end
+  return ms
+end
+
+-- Cost 0 is a peek: it consumes nothing but still needs one unit of room to report OK.
+local function needed(cost)
+  if cost < 1 then
+    return 1
+  end
+  return cost
+end

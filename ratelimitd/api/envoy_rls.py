@@ -1,0 +1,74 @@
+"""Envoy's `envoy.service.ratelimit.v3.RateLimitService`, encoded with xds-protos' generated code."""
+
+from __future__ import annotations
+
+import logging
+
+import grpc
+from envoy.config.core.v3 import base_pb2
+from envoy.service.ratelimit.v3 import rls_pb2, rls_pb2_grpc
+from google.protobuf import duration_pb2
+
+from ratelimitd.config.units import Unit
+from ratelimitd.engine.decision import Decision
+from ratelimitd.engine.engine import Engine
+from ratelimitd.engine.request import Descriptor, InvalidRequest, LimitOverride, Request
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAME = "envoy.service.ratelimit.v3.RateLimitService"
+
+
+def decode(msg: rls_pb2.RateLimitRequest) -> Request:
+    descriptors = []
+    for i, d in enumerate(msg.descriptors):
+        override = None
+        if d.HasField("limit"):
+            if d.limit.unit not in Unit._value2member_map_:
+                raise InvalidRequest(f"descriptors[{i}].limit.unit must be set to a known unit")
+            override = LimitOverride(d.limit.requests_per_unit, Unit(d.limit.unit))
+        descriptors.append(
+            Descriptor(
+                tuple((e.key, e.value) for e in d.entries),
+                d.hits_addend.value if d.HasField("hits_addend") else None,
+                override,
+            )
+        )
+    return Request(msg.domain, tuple(descriptors), msg.hits_addend)
+
+
+def _duration(us: int) -> duration_pb2.Duration:
+    # Whole seconds, rounded up, like envoyproxy/ratelimit: Envoy's headers print seconds.
+    return duration_pb2.Duration(seconds=max(0, -(-us // 1_000_000)))
+
+
+def encode(decision: Decision) -> rls_pb2.RateLimitResponse:
+    resp = rls_pb2.RateLimitResponse(overall_code=int(decision.code))
+    for s in decision.statuses:
+        st = resp.statuses.add(code=int(s.code), limit_remaining=s.remaining)
+        if s.rule is not None:
+            st.current_limit.requests_per_unit = s.rule.requests_per_unit
+            st.current_limit.unit = int(s.rule.unit)
+            if s.rule.name:
+                st.current_limit.name = s.rule.name
+            st.duration_until_reset.CopyFrom(_duration(s.reset_after_us))
+    for name, value in decision.headers:
+        resp.response_headers_to_add.append(base_pb2.HeaderValue(key=name, value=value))
+    return resp
+
+
+class EnvoyRateLimitService(rls_pb2_grpc.RateLimitServiceServicer):  # type: ignore[misc]
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    async def ShouldRateLimit(
+        self, request: rls_pb2.RateLimitRequest, context: grpc.aio.ServicerContext
+    ) -> rls_pb2.RateLimitResponse:
+        try:
+            decision = await self.engine.check(decode(request))
+        except InvalidRequest as err:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(err))
+        except Exception:
+            log.exception("unexpected error while deciding")
+            await context.abort(grpc.StatusCode.INTERNAL, "internal error")
+        return encode(decision)

@@ -1,0 +1,138 @@
+"""Pydantic models of envoyproxy/ratelimit's YAML format plus our extensions.
+
+Unknown keys are errors (as in envoyproxy/ratelimit), so a misspelt key never silently disables a limit.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, StrictInt, StrictStr, model_validator
+
+from ratelimitd.config.units import CALENDAR_UNITS, UNIT_SECONDS, parse_unit
+
+Algorithm = Literal["fixed_window", "token_bucket", "sliding_window", "sliding_log", "quota"]
+
+MAX_UINT32 = 2**32 - 1
+# The exact sliding log keeps one sorted-set entry per admitted hit; past this it is the wrong tool.
+SLIDING_LOG_MAX_LIMIT = 10_000
+MAX_WINDOW_SECONDS = 3650 * 86400
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ReplacesModel(_Strict):
+    name: StrictStr
+
+    @model_validator(mode="after")
+    def _non_empty(self) -> ReplacesModel:
+        if not self.name:
+            raise ValueError("should not have an empty replaces entry")
+        return self
+
+
+class RateLimitModel(_Strict):
+    unit: StrictStr | None = None
+    requests_per_unit: StrictInt = Field(default=0, ge=0, le=MAX_UINT32)
+    unlimited: StrictBool = False
+    name: StrictStr | None = None
+    replaces: list[ReplacesModel] = Field(default_factory=list)
+    # ratelimitd extensions
+    algorithm: Algorithm = "fixed_window"
+    unit_multiplier: StrictInt = Field(default=1, ge=1, le=1_000_000)
+    burst: StrictInt | None = Field(default=None, ge=1, le=MAX_UINT32)
+    timezone: StrictStr = "UTC"
+
+    @model_validator(mode="after")
+    def _consistent(self) -> RateLimitModel:
+        if self.unlimited:
+            if self.unit is not None:
+                raise ValueError("should not specify rate limit unit when unlimited")
+            return self
+        if self.unit is None:
+            raise ValueError("rate limit unit must be set (second, minute, hour, day, week, month, year)")
+        unit = parse_unit(self.unit)
+        if self.name and any(r.name == self.name for r in self.replaces):
+            raise ValueError("replaces should not contain name of same descriptor")
+        if self.burst is not None and self.algorithm != "token_bucket":
+            raise ValueError("burst is only meaningful with algorithm token_bucket")
+        if self.algorithm == "quota":
+            if unit not in CALENDAR_UNITS:
+                raise ValueError("algorithm quota needs a calendar unit: day, week, month or year")
+            if self.unit_multiplier != 1:
+                raise ValueError("algorithm quota does not take unit_multiplier")
+            try:
+                ZoneInfo(self.timezone)
+            except (ZoneInfoNotFoundError, ValueError):
+                raise ValueError(f"unknown timezone '{self.timezone}'") from None
+        elif self.timezone != "UTC":
+            raise ValueError("timezone is only meaningful with algorithm quota")
+        window = UNIT_SECONDS[unit] * self.unit_multiplier
+        if window > MAX_WINDOW_SECONDS:
+            raise ValueError("a window may be at most 10 years long")
+        if max(self.requests_per_unit, self.burst or 0) * window >= 2**52:
+            raise ValueError("requests_per_unit (or burst) is too large for this window to be counted exactly")
+        if self.algorithm == "sliding_log" and self.requests_per_unit > SLIDING_LOG_MAX_LIMIT:
+            raise ValueError(
+                f"sliding_log keeps one entry per hit; requests_per_unit must be <= {SLIDING_LOG_MAX_LIMIT}"
+            )
+        return self
+
+
+def _scalar_text(v: Any) -> Any:
+    """Numbers written unquoted (`value: 8080`) are text to a descriptor, as in envoyproxy/ratelimit."""
+    return str(v) if isinstance(v, int | float) and not isinstance(v, bool) else v
+
+
+ScalarText = Annotated[StrictStr, BeforeValidator(_scalar_text)]
+
+
+class DescriptorModel(_Strict):
+    key: ScalarText
+    value: ScalarText | None = None
+    rate_limit: RateLimitModel | None = None
+    descriptors: list[DescriptorModel] = Field(default_factory=list)
+    shadow_mode: StrictBool = False
+    quota_mode: StrictBool = False
+    detailed_metric: StrictBool = False
+    value_to_metric: StrictBool = False
+    share_threshold: StrictBool = False
+    metadata: dict[str, Any] | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> DescriptorModel:
+        if not self.key:
+            raise ValueError("descriptor has empty key")
+        if self.share_threshold and "*" not in (self.value or ""):
+            raise ValueError("share_threshold can only be used with a wildcard value")
+        seen: set[tuple[str, str]] = set()
+        for child in self.descriptors:
+            ident = (child.key, child.value or "")
+            if ident in seen:
+                raise ValueError(f"duplicate descriptor composite key '{_composite(child)}'")
+            seen.add(ident)
+        return self
+
+
+class DomainModel(_Strict):
+    domain: StrictStr
+    descriptors: list[DescriptorModel] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _check(self) -> DomainModel:
+        if not self.domain:
+            raise ValueError("config file cannot have empty domain")
+        seen: set[tuple[str, str]] = set()
+        for child in self.descriptors:
+            ident = (child.key, child.value or "")
+            if ident in seen:
+                raise ValueError(f"duplicate descriptor composite key '{self.domain}.{_composite(child)}'")
+            seen.add(ident)
+        return self
+
+
+def _composite(d: DescriptorModel) -> str:
+    return f"{d.key}_{d.value}" if d.value else d.key

@@ -1,0 +1,46 @@
+"""What the engine answers, independent of the face (Envoy RLS, native gRPC, HTTP) that encodes it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import IntEnum
+
+from ratelimitd.config.rules import Rule
+
+UNLIMITED_REMAINING = 2**32 - 1
+
+
+class Code(IntEnum):
+    """Same numbers as Envoy's RateLimitResponse.Code."""
+
+    UNKNOWN = 0
+    OK = 1
+    OVER_LIMIT = 2
+
+
+@dataclass(slots=True)
+class Status:
+    code: Code = Code.OK
+    rule: Rule | None = None
+    remaining: int = 0
+    reset_after_us: int = 0
+    retry_after_us: int = 0  # 0 when allowed, -1 when the cost can never fit
+    shadow_denied: bool = False
+
+
+@dataclass(slots=True)
+class Decision:
+    code: Code
+    statuses: list[Status]
+    headers: list[tuple[str, str]] = field(default_factory=list)
+    store_failed: bool = False
+
+    @property
+    def retry_after_us(self) -> int:
+        """When the whole request could pass again: the latest of its denying rules (-1: never)."""
+        denied = [s.retry_after_us for s in self.statuses if s.code is Code.OVER_LIMIT and s.rule is not None]
+        if not denied:
+            return 0
+        if any(r < 0 for r in denied):
+            return -1
+        return max(denied)

@@ -1,0 +1,162 @@
+"""The decision core shared by every face: request -> matched rules -> one store call -> decision."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from functools import lru_cache
+
+from ratelimitd.config.loader import Config, Domain
+from ratelimitd.config.matcher import match
+from ratelimitd.config.rules import Rule
+from ratelimitd.engine.decision import UNLIMITED_REMAINING, Code, Decision, Status
+from ratelimitd.engine.request import Descriptor, LimitOverride, Request, validate
+from ratelimitd.store.checks import ENFORCED, QUOTA_MODE, SHADOW, Check, CheckBatch, build_check
+from ratelimitd.store.keys import KeyEncoder
+from ratelimitd.store.redis_store import CheckResult, StoreUnavailable
+
+log = logging.getLogger(__name__)
+
+Submit = Callable[[CheckBatch], Awaitable[tuple[int, list[CheckResult]]]]
+
+
+@dataclass(frozen=True, slots=True)
+class EngineOptions:
+    failure_mode_deny: bool = False
+    response_headers: bool = False
+    header_limit: str = "RateLimit-Limit"
+    header_remaining: str = "RateLimit-Remaining"
+    header_reset: str = "RateLimit-Reset"
+
+
+class ConfigHolder:
+    """The config snapshot in force; replaced whole, so a request sees one consistent config."""
+
+    def __init__(self, config: Config) -> None:
+        self.current = config
+
+
+@lru_cache(maxsize=4096)
+def _override_rule(domain: str, keys: tuple[str, ...], override: LimitOverride) -> Rule:
+    ident = json.dumps(["override", override.requests_per_unit, override.unit.name, keys], separators=(",", ":"))
+    stats_key = ".".join(keys)
+    return Rule(domain, stats_key, ident, override.requests_per_unit, override.unit)
+
+
+class Engine:
+    def __init__(self, config: ConfigHolder, submit: Submit, keys: KeyEncoder, options: EngineOptions) -> None:
+        self.config = config
+        self.submit = submit
+        self.keys = keys
+        self.options = options
+        self._store_down = False
+
+    def _rule_for(self, domain: Domain, d: Descriptor) -> tuple[Rule, tuple[str, ...]] | None:
+        if d.limit is not None:
+            keys = tuple(k for k, _ in d.entries)
+            return _override_rule(domain.name, keys, d.limit), tuple(v for _, v in d.entries)
+        m = match(domain.tree, d.entries)
+        return None if m is None else (m.rule, m.counter_values)
+
+    async def check(self, req: Request) -> Decision:
+        validate(req)
+        statuses = [Status() for _ in req.descriptors]
+        domain = self.config.current.domains.get(req.domain)
+        if domain is None:
+            return Decision(Code.OK, statuses)
+        matched: list[tuple[int, Rule, tuple[str, ...]]] = []
+        for i, d in enumerate(req.descriptors):
+            found = self._rule_for(domain, d)
+            if found is not None:
+                matched.append((i, *found))
+        replaced = {name for _, rule, _ in matched for name in rule.replaces}
+        checks: list[Check] = []
+        checked: list[tuple[int, Rule]] = []
+        for i, rule, values in matched:
+            if rule.name is not None and rule.name in replaced:
+                continue
+            if rule.unlimited:
+                statuses[i].remaining = UNLIMITED_REMAINING
+                continue
+            mode = SHADOW if rule.shadow_mode else QUOTA_MODE if rule.quota_mode else ENFORCED
+            key = self.keys.key(self.keys.rule_part(rule.domain, rule.ident), values)
+            checks.append(build_check(rule, key, req.cost_of(req.descriptors[i]), mode))
+            checked.append((i, rule))
+        if not checks:
+            return Decision(Code.OK, statuses)
+        try:
+            _, results = await self.submit(CheckBatch(tuple(checks), req.dry_run))
+        except StoreUnavailable as err:
+            return self._failure(statuses, checked, err)
+        if self._store_down:
+            self._store_down = False
+            log.warning("store reachable again; normal decisions resumed")
+        return self._decide(statuses, checked, results)
+
+    def _decide(self, statuses: list[Status], checked: list[tuple[int, Rule]], results: list[CheckResult]) -> Decision:
+        enforced_over = False
+        quota_total = quota_over = 0
+        for (i, rule), r in zip(checked, results, strict=True):
+            s = statuses[i]
+            s.rule = rule
+            s.remaining = r.remaining
+            s.reset_after_us = r.reset_after_us
+            s.retry_after_us = r.retry_after_us
+            if r.admitted:
+                s.retry_after_us = 0
+            elif rule.shadow_mode:
+                s.shadow_denied = True
+                s.remaining = 0
+            else:
+                s.code = Code.OVER_LIMIT
+                s.remaining = 0
+            if rule.quota_mode:
+                quota_total += 1
+                quota_over += not r.admitted
+            elif s.code is Code.OVER_LIMIT:
+                enforced_over = True
+        over = enforced_over or (quota_total > 0 and quota_over == quota_total)
+        decision = Decision(Code.OVER_LIMIT if over else Code.OK, statuses)
+        if self.options.response_headers:
+            decision.headers = self._headers(statuses)
+        return decision
+
+    def _failure(self, statuses: list[Status], checked: list[tuple[int, Rule]], err: Exception) -> Decision:
+        if not self._store_down:
+            self._store_down = True
+            log.error(
+                "store unavailable (%s); answering with failure mode %s",
+                err,
+                "deny" if self.options.failure_mode_deny else "allow",
+            )
+        code = Code.OVER_LIMIT if self.options.failure_mode_deny else Code.OK
+        for i, rule in checked:
+            s = statuses[i]
+            s.rule = rule
+            s.code = code
+            s.remaining = 0 if self.options.failure_mode_deny else rule.requests_per_unit
+            s.reset_after_us = rule.window_seconds * 1_000_000
+            s.retry_after_us = s.reset_after_us if self.options.failure_mode_deny else 0
+        return Decision(code, statuses, store_failed=True)
+
+    def _headers(self, statuses: list[Status]) -> list[tuple[str, str]]:
+        """envoyproxy/ratelimit's choice: the last non-quota OVER_LIMIT status, else the least remaining."""
+        chosen: Status | None = None
+        for s in statuses:
+            if s.rule is None:
+                continue
+            hard_over = s.code is Code.OVER_LIMIT and not s.rule.quota_mode
+            closer = chosen is None or (chosen.code is not Code.OVER_LIMIT and s.remaining < chosen.remaining)
+            if hard_over or closer:
+                chosen = s
+        if chosen is None or chosen.rule is None:
+            return []
+        o = self.options
+        reset = -(-chosen.reset_after_us // 1_000_000)
+        return [
+            (o.header_limit, str(chosen.rule.requests_per_unit)),
+            (o.header_remaining, str(chosen.remaining)),
+            (o.header_reset, str(max(reset, 0))),
+        ]

