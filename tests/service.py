@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from pathlib import Path
@@ -39,7 +40,8 @@ class ServiceProcess:
             *extra,
         ]
         self.env = {**os.environ, **(env or {})}
-        self.proc: subprocess.Popen[str] | None = None
+        self.proc: subprocess.Popen[bytes] | None = None
+        self._log = tempfile.NamedTemporaryFile(prefix="ratelimitd-", suffix=".log", delete=False)  # noqa: SIM115
         self.channel: grpc.Channel | None = None
 
     @property
@@ -47,14 +49,11 @@ class ServiceProcess:
         return f"127.0.0.1:{self.grpc_port}"
 
     def start(self, timeout: float = 20.0) -> ServiceProcess:
-        self.proc = subprocess.Popen(
-            self.args, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-        )
+        proc = self.proc = subprocess.Popen(self.args, env=self.env, stdout=self._log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                out = self.proc.stdout.read() if self.proc.stdout else ""
-                raise RuntimeError(f"ratelimitd exited with {self.proc.returncode}:\n{out}")
+            if proc.poll() is not None:
+                raise RuntimeError(f"ratelimitd exited with {proc.returncode}:\n{self.log_text()}")
             if self.healthy():
                 self.channel = grpc.insecure_channel(self.target)
                 return self
@@ -95,10 +94,12 @@ class ServiceProcess:
                 self.proc.kill()
                 self.proc.wait()
         code = self.proc.returncode
-        if self.proc.stdout:
-            self.proc.stdout.close()
         self.proc = None
         return code
+
+    def log_text(self) -> str:
+        """Everything the process wrote (JSON log lines)."""
+        return Path(self._log.name).read_text(errors="replace")
 
 
 def descriptor(
