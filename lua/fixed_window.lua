@@ -29,3 +29,13 @@ ALGS[1] = {
     redis.call('PEXPIRE', key, fmt(ttl_ms(s.ttl)))
   end,
 }
+
+-- Undo a charge made at `now` (cross-slot reservations that another slot denied).
+ALGS[1].refund = function(key, chk, now)
+  local s = ALGS[1].load(key)
+  if s.w == math.floor(now / chk.p1) and s.c > 0 then
+    local c = s.c - chk.cost
+    if c < 0 then c = 0 end
+    redis.call('HSET', key, 'c', fmt(c))
+  end
+end

@@ -39,3 +39,14 @@ ALGS[5] = {
     redis.call('PEXPIRE', key, fmt(ttl_ms(s.ttl)))
   end,
 }
+
+ALGS[5].refund = function(key, chk, now)
+  local s = ALGS[5].load(key)
+  for _, b in ipairs({ { chk.p1, chk.p2 }, { chk.p2, chk.p3 }, { chk.p3, chk.p4 } }) do
+    if b[1] <= now and now < b[2] and s.p == b[1] then
+      local u = s.u - chk.cost
+      if u < 0 then u = 0 end
+      redis.call('HSET', key, 'u', fmt(u))
+    end
+  end
+end

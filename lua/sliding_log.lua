@@ -62,3 +62,13 @@ ALGS[4] = {
     redis.call('PEXPIRE', key, fmt(ttl_ms(s.ttl)))
   end,
 }
+
+ALGS[4].refund = function(key, chk, now)
+  local prefix = string.format('%d:%d:', now, chk.cost)
+  for _, m in ipairs(redis.call('ZRANGEBYSCORE', key, fmt(now), fmt(now))) do
+    if string.sub(m, 1, #prefix) == prefix then
+      redis.call('ZREM', key, m)
+      return
+    end
+  end
+end

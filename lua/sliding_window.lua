@@ -54,3 +54,13 @@ ALGS[3] = {
     redis.call('PEXPIRE', key, fmt(ttl_ms(s.ttl)))
   end,
 }
+
+ALGS[3].refund = function(key, chk, now)
+  local s = ALGS[3].load(key)
+  local k = math.floor(math.floor(now / chk.p2) / chk.p1)
+  local field
+  if s.w == k then field = 'c' elseif s.w == k + 1 then field = 'p' else return end
+  local v = s[field] - chk.cost
+  if v < 0 then v = 0 end
+  redis.call('HSET', key, field, fmt(v))
+end

@@ -47,3 +47,13 @@ ALGS[2] = {
     end
   end,
 }
+
+ALGS[2].refund = function(key, chk, now)
+  local s = ALGS[2].load(key)
+  if s.u ~= nil then
+    local u = s.u + chk.cost * chk.p1
+    local cap = chk.p3 * chk.p1
+    if u > cap then u = cap end
+    redis.call('HSET', key, 'u', fmt(u))
+  end
+end

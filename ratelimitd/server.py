@@ -19,9 +19,9 @@ from ratelimitd.config.loader import load_config
 from ratelimitd.engine.engine import ConfigHolder, Engine, EngineOptions
 from ratelimitd.settings import Settings
 from ratelimitd.store.coalescer import Coalescer
+from ratelimitd.store.connect import connect
 from ratelimitd.store.embedded import EmbeddedRedis
 from ratelimitd.store.keys import KeyEncoder
-from ratelimitd.store.redis_store import connect
 
 log = logging.getLogger("ratelimitd")
 

@@ -1,21 +1,30 @@
-"""Runs batches of checks as one EVALSHA of the assembled script against standalone Redis.
+"""Runs batches of checks as EVALSHA calls of the assembled script: one call on standalone Redis (or
+Sentinel), one per hash slot on a Redis Cluster.
 
-NOSCRIPT (after a restart or SCRIPT FLUSH) is answered by loading the script and retrying once, so no
-request fails because the server forgot it.
+NOSCRIPT (after a restart, failover or SCRIPT FLUSH) is answered by EVAL of the full text, which also
+caches the script on that node, so no request fails because a server forgot it.
+
+On a cluster one request's limits can live in different slots. Each slot's part is reserved
+all-or-nothing by its own script call; if any part denies, the parts that were charged are refunded
+(idempotently, by receipt). This never over-admits; between reserve and refund a concurrent request
+may see the reserved units as used and be denied (under-admission for a few milliseconds).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
+from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Any
 
-import redis.asyncio as aioredis
 from redis.exceptions import NoScriptError, RedisError
 
-from ratelimitd.store.checks import CheckBatch
-from ratelimitd.store.scripts import batch_script, script_sha
+from ratelimitd.store.checks import QUOTA_MODE, SHADOW, Check, CheckBatch
+from ratelimitd.store.keys import hash_slot
+from ratelimitd.store.scripts import batch_script, refund_script, script_sha
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +45,9 @@ class CheckResult:
 class BatchResult:
     now_us: int
     results: list[list[CheckResult]]
+
+
+_UNSET = CheckResult(False, 0, 0, 0)
 
 
 def encode_batch(requests: Sequence[CheckBatch], now_us: int | None) -> tuple[list[str], list[int | str]]:
@@ -62,28 +74,112 @@ def decode_batch(raw: list[int], requests: Sequence[CheckBatch]) -> BatchResult:
     return BatchResult(raw[0], out)
 
 
+def request_admitted(checks: Sequence[Check], results: Sequence[CheckResult]) -> bool:
+    """The script's rule: no enforced check denies, and not every quota_mode check denies."""
+    quota_total = quota_denied = 0
+    for c, r in zip(checks, results, strict=True):
+        mode = c.args[2]
+        if mode == QUOTA_MODE:
+            quota_total += 1
+            quota_denied += not r.admitted
+        elif mode != SHADOW and not r.admitted:
+            return False
+    return not (quota_total and quota_total == quota_denied)
+
+
+class Script:
+    """One Lua script called by EVALSHA, falling back to EVAL when the server does not know it."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self.sha = script_sha(text)
+
+    async def __call__(self, client: Any, keys: Sequence[str], args: Sequence[int | str]) -> Any:
+        try:
+            return await client.evalsha(self.sha, len(keys), *keys, *args)
+        except NoScriptError:
+            log.info("script %s not loaded on the store; sending it", self.sha[:10])
+            return await client.eval(self.text, len(keys), *keys, *args)
+
+
 class RedisStore:
-    def __init__(self, client: aioredis.Redis, timeout: float = 0.05) -> None:
+    def __init__(self, client: Any, timeout: float = 0.05, cluster: bool = False) -> None:
         self.client = client
         self.timeout = timeout
-        self.script = batch_script()
-        self.sha = script_sha(self.script)
+        self.cluster = cluster
+        self.batch = Script(batch_script())
+        self.refund = Script(refund_script())
 
     async def evaluate(self, requests: Sequence[CheckBatch], now_us: int | None = None) -> BatchResult:
-        keys, args = encode_batch(requests, now_us)
         try:
-            raw = await asyncio.wait_for(self._evalsha(keys, args), self.timeout)
-        except (RedisError, OSError, TimeoutError) as err:
+            if self.cluster:
+                return await self._evaluate_by_slot(requests, now_us)
+            return await self._call(requests, now_us)
+        except (RedisError, OSError) as err:
             raise StoreUnavailable(f"{type(err).__name__}: {err}") from err
-        return decode_batch(raw, requests)
 
-    async def _evalsha(self, keys: list[str], args: list[int | str]) -> list[int]:
-        try:
-            return await self.client.evalsha(self.sha, len(keys), *keys, *args)  # type: ignore[no-any-return]
-        except NoScriptError:
-            log.info("script not loaded on the store; loading it")
-            await self.client.script_load(self.script)
-            return await self.client.evalsha(self.sha, len(keys), *keys, *args)  # type: ignore[no-any-return]
+    async def _call(self, requests: Sequence[CheckBatch], now_us: int | None) -> BatchResult:
+        keys, args = encode_batch(requests, now_us)
+        return decode_batch(await self.batch(self.client, keys, args), requests)
+
+    async def _evaluate_by_slot(self, requests: Sequence[CheckBatch], now_us: int | None) -> BatchResult:
+        # Split every request into per-slot parts, and send each slot's parts as one call.
+        by_slot: dict[int, list[tuple[int, list[int]]]] = defaultdict(list)
+        for ri, req in enumerate(requests):
+            parts: dict[int, list[int]] = defaultdict(list)
+            for ci, c in enumerate(req.checks):
+                parts[hash_slot(c.key)].append(ci)
+            for slot, idxs in parts.items():
+                by_slot[slot].append((ri, idxs))
+        slots = list(by_slot)
+        calls = []
+        for slot in slots:
+            parts_batches = [
+                CheckBatch(tuple(requests[ri].checks[i] for i in idxs), requests[ri].dry_run)
+                for ri, idxs in by_slot[slot]
+            ]
+            calls.append(self._call(parts_batches, now_us))
+        answers = await asyncio.gather(*calls)
+
+        results: list[list[CheckResult]] = [[_UNSET] * len(r.checks) for r in requests]
+        part_outcomes: dict[int, list[tuple[list[int], int, bool]]] = defaultdict(list)
+        now = 0
+        for slot, answer in zip(slots, answers, strict=True):
+            now = max(now, answer.now_us)
+            for (ri, idxs), row in zip(by_slot[slot], answer.results, strict=True):
+                for ci, r in zip(idxs, row, strict=True):
+                    results[ri][ci] = r
+                checks = [requests[ri].checks[i] for i in idxs]
+                part_outcomes[ri].append((idxs, answer.now_us, request_admitted(checks, row)))
+
+        refunds = []
+        for ri, outcomes in part_outcomes.items():
+            if len(outcomes) < 2 or requests[ri].dry_run:
+                continue
+            all_checks = requests[ri].checks
+            final = request_admitted(all_checks, results[ri])
+            if final:
+                continue
+            for idxs, charged_at, admitted in outcomes:
+                if not admitted:
+                    continue
+                charged = [i for i in idxs if results[ri][i].admitted]
+                refunds.append(self._refund([all_checks[i] for i in charged], charged_at))
+                for i in charged:
+                    r = results[ri][i]
+                    results[ri][i] = replace(r, remaining=r.remaining + all_checks[i].args[1])
+        if refunds:
+            await asyncio.gather(*refunds)
+        return BatchResult(now, results)
+
+    async def _refund(self, checks: Sequence[Check], charged_at: int) -> None:
+        if not checks:
+            return
+        receipt = f"{checks[0].key}:refund:{secrets.token_hex(8)}"
+        args: list[int | str] = [charged_at]
+        for c in checks:
+            args.extend(c.args)
+        await self.refund(self.client, [receipt, *(c.key for c in checks)], args)
 
     async def ping(self) -> bool:
         try:
@@ -91,10 +187,16 @@ class RedisStore:
         except (RedisError, OSError, TimeoutError):
             return False
 
+    async def eviction_policy(self) -> str | None:
+        """The server's maxmemory-policy, or None where CONFIG is not allowed (managed Redis)."""
+        try:
+            answer = await asyncio.wait_for(self.client.config_get("maxmemory-policy"), 2.0)
+        except (RedisError, OSError, TimeoutError):
+            return None
+        if isinstance(answer, dict) and "maxmemory-policy" in answer:
+            value = answer["maxmemory-policy"]
+            return value.decode() if isinstance(value, bytes) else str(value)
+        return None
+
     async def close(self) -> None:
         await self.client.aclose()
-
-
-def connect(url: str, timeout: float = 0.05, max_connections: int = 64) -> RedisStore:
-    pool = aioredis.BlockingConnectionPool.from_url(url, max_connections=max_connections, timeout=None)
-    return RedisStore(aioredis.Redis(connection_pool=pool), timeout)

@@ -7,14 +7,13 @@ import os
 import sys
 from pathlib import Path
 
-SCRIPT_PARTS = (
+ALGORITHM_PARTS = (
     "lib.lua",
     "fixed_window.lua",
     "token_bucket.lua",
     "sliding_window.lua",
     "sliding_log.lua",
     "quota.lua",
-    "batch.lua",
 )
 
 
@@ -31,9 +30,19 @@ def lua_dir() -> Path:
     raise FileNotFoundError("cannot find ratelimitd's lua/ directory; set RATELIMITD_LUA_DIR")
 
 
-def batch_script() -> str:
+def _assemble(entry: str) -> str:
     base = lua_dir()
-    return "\n".join((base / name).read_text(encoding="utf-8") for name in SCRIPT_PARTS)
+    return "\n".join((base / name).read_text(encoding="utf-8") for name in (*ALGORITHM_PARTS, entry))
+
+
+def batch_script() -> str:
+    """Decide a batch of requests (lua/batch.lua)."""
+    return _assemble("batch.lua")
+
+
+def refund_script() -> str:
+    """Undo a cross-slot reservation (lua/refund.lua)."""
+    return _assemble("refund.lua")
 
 
 def script_sha(text: str) -> str:
