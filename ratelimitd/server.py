@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+from collections.abc import Coroutine
 from contextlib import suppress
+from typing import Any
 
 import grpc
 from aiohttp import web
@@ -22,6 +24,7 @@ from ratelimitd.store.coalescer import Coalescer
 from ratelimitd.store.connect import connect
 from ratelimitd.store.embedded import EmbeddedRedis
 from ratelimitd.store.keys import KeyEncoder
+from ratelimitd.store.redis_store import RedisStore
 
 log = logging.getLogger("ratelimitd")
 
@@ -37,6 +40,7 @@ class Service:
         self.embedded: EmbeddedRedis | None = None
         self.stopping = asyncio.Event()
         self.healthy = False
+        self._tasks: set[asyncio.Task[None]] = set()
 
     async def run(self) -> int:
         s = self.settings
@@ -51,7 +55,7 @@ class Service:
                 "no --redis-url given: started embedded %s on 127.0.0.1:%d", self.embedded.binary, self.embedded.port
             )
         store = connect(url, timeout=s.store_timeout)
-        coalescer = Coalescer(store.evaluate, max_batch=s.max_batch)
+        coalescer = Coalescer(store.evaluate, timeout=s.store_timeout, max_batch=s.max_batch)
         engine = Engine(
             holder,
             coalescer.submit,
@@ -60,7 +64,7 @@ class Service:
         )
 
         server = grpc.aio.server()
-        rls_pb2_grpc.add_RateLimitServiceServicer_to_server(EnvoyRateLimitService(engine), server)
+        rls_pb2_grpc.add_RateLimitServiceServicer_to_server(EnvoyRateLimitService(engine, s.expose_store_time), server)
         health_servicer = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
         names = (
@@ -80,6 +84,8 @@ class Service:
 
         if not await store.ping():
             log.warning("store at %s does not answer yet; failure mode applies until it does", _redact(url))
+        await self.check_eviction_policy(store)
+        engine.on_store_recovered = lambda: self._background(self.check_eviction_policy(store))
         for name in ("", SERVICE_NAME):
             await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
         self.healthy = True
@@ -101,6 +107,19 @@ class Service:
             self.embedded.close()
         log.info("stopped")
         return 0
+
+    def _background(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    @staticmethod
+    async def check_eviction_policy(store: RedisStore) -> None:
+        policy = await store.eviction_policy()
+        if policy is not None and policy != "noeviction":
+            log.warning(
+                "store maxmemory-policy is '%s', not 'noeviction': an evicted key silently resets a limit", policy
+            )
 
 
 def _redact(url: str) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 
@@ -21,70 +21,54 @@ class Settings:
     hash_values: bool = False
     log_level: str = "info"
     max_batch: int = 128
+    expose_store_time: bool = False
+
+
+def env_name(flag: str) -> str:
+    return "RATELIMITD_" + flag.upper().replace("-", "_")
 
 
 def env_default(flag: str, default: Any = None) -> Any:
-    return os.environ.get("RATELIMITD_" + flag.upper().replace("-", "_"), default)
+    return os.environ.get(env_name(flag), default)
 
 
-def env_flag(flag: str) -> bool:
-    return str(env_default(flag, "")).lower() in ("1", "true", "yes", "on")
+def _flag(p: argparse.ArgumentParser, name: str, help: str, **kw: Any) -> None:
+    field = name.replace("-", "_")
+    default: Any = next(f.default for f in fields(Settings) if f.name == field)
+    if isinstance(default, bool):
+        on = str(env_default(name, "")).lower() in ("1", "true", "yes", "on")
+        p.add_argument(f"--{name}", action="store_true", default=on, help=help)
+        return
+    raw = env_default(name)
+    value = default if raw is None else type(default)(raw) if default is not None else raw
+    p.add_argument(f"--{name}", default=value, type=type(default) if default is not None else str, help=help, **kw)
 
 
 def add_serve_arguments(p: argparse.ArgumentParser) -> None:
+    config = env_default("config")
     p.add_argument(
         "--config",
-        default=env_default("config"),
-        required=env_default("config") is None,
+        default=config,
+        required=config is None,
         help="YAML file or directory of YAML files, one domain per file",
     )
-    p.add_argument(
-        "--redis-url",
-        default=env_default("redis-url"),
-        help="redis://[user:pass@]host:port/db or rediss://; omitted: start an embedded server",
+    _flag(
+        p,
+        "redis-url",
+        "redis://, rediss://, redis+cluster://h:p[,h:p] or redis+sentinel://h:p[,h:p]/master; "
+        "omitted: start an embedded server",
     )
-    p.add_argument("--grpc-listen", default=env_default("grpc-listen", "127.0.0.1:8081"))
-    p.add_argument("--http-listen", default=env_default("http-listen", "127.0.0.1:8080"))
-    p.add_argument(
-        "--store-timeout",
-        type=float,
-        default=float(env_default("store-timeout", "0.05")),
-        help="seconds a store call may take before the failure mode answers",
-    )
-    p.add_argument("--failure-mode", choices=("allow", "deny"), default=env_default("failure-mode", "allow"))
-    p.add_argument(
-        "--response-headers",
-        action="store_true",
-        default=env_flag("response-headers"),
-        help="add RateLimit-Limit/-Remaining/-Reset to Envoy responses",
-    )
-    p.add_argument("--key-prefix", default=env_default("key-prefix", "rl:"))
-    p.add_argument(
-        "--hash-values",
-        action="store_true",
-        default=env_flag("hash-values"),
-        help="store a SHA-256 of descriptor values in Redis keys instead of the values",
-    )
-    p.add_argument("--log-level", default=env_default("log-level", "info"))
-    p.add_argument(
-        "--max-batch",
-        type=int,
-        default=int(env_default("max-batch", "128")),
-        help="most requests one store call carries",
-    )
+    _flag(p, "grpc-listen", "gRPC listener (Envoy RLS, health, reflection)")
+    _flag(p, "http-listen", "HTTP listener (/healthz)")
+    _flag(p, "store-timeout", "seconds a store call may take before the failure mode answers")
+    _flag(p, "failure-mode", "answer when the store cannot: allow or deny", choices=("allow", "deny"))
+    _flag(p, "response-headers", "add RateLimit-Limit/-Remaining/-Reset to Envoy responses")
+    _flag(p, "key-prefix", "prefix of every Redis key")
+    _flag(p, "hash-values", "store a SHA-256 of descriptor values in Redis keys instead of the values")
+    _flag(p, "log-level", "debug, info, warning or error")
+    _flag(p, "max-batch", "most requests one store call carries")
+    _flag(p, "expose-store-time", "send the store's decision time as trailing metadata ratelimitd-store-time-us")
 
 
 def settings_from_args(ns: argparse.Namespace) -> Settings:
-    return Settings(
-        config=ns.config,
-        redis_url=ns.redis_url,
-        grpc_listen=ns.grpc_listen,
-        http_listen=ns.http_listen,
-        store_timeout=ns.store_timeout,
-        failure_mode=ns.failure_mode,
-        response_headers=ns.response_headers,
-        key_prefix=ns.key_prefix,
-        hash_values=ns.hash_values,
-        log_level=ns.log_level,
-        max_batch=ns.max_batch,
-    )
+    return Settings(**{f.name: getattr(ns, f.name) for f in fields(Settings)})

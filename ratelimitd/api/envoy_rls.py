@@ -17,6 +17,7 @@ from ratelimitd.engine.request import Descriptor, InvalidRequest, LimitOverride,
 log = logging.getLogger(__name__)
 
 SERVICE_NAME = "envoy.service.ratelimit.v3.RateLimitService"
+STORE_TIME_METADATA = "ratelimitd-store-time-us"  # trailing metadata, with --expose-store-time
 
 
 def decode(msg: rls_pb2.RateLimitRequest) -> Request:
@@ -58,8 +59,9 @@ def encode(decision: Decision) -> rls_pb2.RateLimitResponse:
 
 
 class EnvoyRateLimitService(rls_pb2_grpc.RateLimitServiceServicer):  # type: ignore[misc]
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, expose_store_time: bool = False) -> None:
         self.engine = engine
+        self.expose_store_time = expose_store_time
 
     async def ShouldRateLimit(
         self, request: rls_pb2.RateLimitRequest, context: grpc.aio.ServicerContext
@@ -71,4 +73,6 @@ class EnvoyRateLimitService(rls_pb2_grpc.RateLimitServiceServicer):  # type: ign
         except Exception:
             log.exception("unexpected error while deciding")
             await context.abort(grpc.StatusCode.INTERNAL, "internal error")
+        if self.expose_store_time:
+            context.set_trailing_metadata(((STORE_TIME_METADATA, str(decision.store_time_us)),))
         return encode(decision)

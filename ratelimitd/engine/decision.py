@@ -34,6 +34,7 @@ class Decision:
     statuses: list[Status]
     headers: list[tuple[str, str]] = field(default_factory=list)
     store_failed: bool = False
+    store_time_us: int = 0  # the store's clock at the decision (0 when the store was not asked)
 
     @property
     def retry_after_us(self) -> int:

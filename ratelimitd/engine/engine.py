@@ -52,6 +52,7 @@ class Engine:
         self.keys = keys
         self.options = options
         self._store_down = False
+        self.on_store_recovered: Callable[[], None] | None = None
 
     def _rule_for(self, domain: Domain, d: Descriptor) -> tuple[Rule, tuple[str, ...]] | None:
         if d.limit is not None:
@@ -87,13 +88,17 @@ class Engine:
         if not checks:
             return Decision(Code.OK, statuses)
         try:
-            _, results = await self.submit(CheckBatch(tuple(checks), req.dry_run))
+            now_us, results = await self.submit(CheckBatch(tuple(checks), req.dry_run))
         except StoreUnavailable as err:
             return self._failure(statuses, checked, err)
         if self._store_down:
             self._store_down = False
             log.warning("store reachable again; normal decisions resumed")
-        return self._decide(statuses, checked, results)
+            if self.on_store_recovered is not None:
+                self.on_store_recovered()
+        decision = self._decide(statuses, checked, results)
+        decision.store_time_us = now_us
+        return decision
 
     def _decide(self, statuses: list[Status], checked: list[tuple[int, Rule]], results: list[CheckResult]) -> Decision:
         enforced_over = False

@@ -6,12 +6,12 @@ computed once per rule; only the key, the cost and (for quotas) the period bound
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import lru_cache
 from zoneinfo import ZoneInfo
 
+from ratelimitd.clock import wall_time
 from ratelimitd.config.rules import Rule
 from ratelimitd.config.units import Unit
 
@@ -65,7 +65,7 @@ def static_args(rule: Rule) -> tuple[int, int, int, int, int]:
 def build_check(rule: Rule, key: str, cost: int, mode: int, now: float | None = None) -> Check:
     alg, n, p1, p2, p3 = static_args(rule)
     if rule.algorithm == "quota":
-        b = quota_boundaries(rule.unit, rule.timezone, time.time() if now is None else now)
+        b = quota_boundaries(rule.unit, rule.timezone, wall_time() if now is None else now)
         return Check(key, (alg, cost, mode, n, *b))
     return Check(key, (alg, cost, mode, n, p1, p2, p3, 0))
 

@@ -1,8 +1,12 @@
 """Group the checks of requests that arrive while a store call is in flight into the next call.
 
-No timer: when idle a request goes out at once; under load the queue fills while a call is out, so
-the number of store round trips per check falls as load rises. Each request stays all-or-nothing
-because the script evaluates the requests of a batch one after another.
+No timer: when idle a request goes out at once; under load the queue fills while calls are out, so
+store round trips per check fall as load rises. Each request stays all-or-nothing because the script
+evaluates the requests of a batch one after another.
+
+Every request has a deadline (the store timeout): it is answered with `StoreUnavailable` when the
+deadline passes, whether it is still queued or its call is slow, so a slow or dead store never builds
+an unbounded backlog; the queue itself is bounded too.
 """
 
 from __future__ import annotations
@@ -11,41 +15,71 @@ import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 
 from ratelimitd.store.checks import CheckBatch
-from ratelimitd.store.redis_store import BatchResult, CheckResult
+from ratelimitd.store.redis_store import BatchResult, CheckResult, StoreUnavailable
 
 Runner = Callable[[Sequence[CheckBatch]], Awaitable[BatchResult]]
+Answer = tuple[int, list[CheckResult]]
+
+
+def _expire(fut: asyncio.Future[Answer]) -> None:
+    if not fut.done():
+        fut.set_exception(StoreUnavailable("store timeout"))
 
 
 class Coalescer:
-    def __init__(self, run: Runner, max_batch: int = 128, max_in_flight: int = 2) -> None:
+    def __init__(
+        self, run: Runner, timeout: float = 0.05, max_batch: int = 128, max_in_flight: int = 2, max_queue: int = 10_000
+    ) -> None:
         self._run = run
+        self._timeout = timeout
         self._max_batch = max_batch
         self._max_in_flight = max_in_flight
-        self._queue: list[tuple[CheckBatch, asyncio.Future[tuple[int, list[CheckResult]]]]] = []
+        self._max_queue = max_queue
+        self._queue: list[tuple[CheckBatch, asyncio.Future[Answer]]] = []
         self._in_flight = 0
+        self._drains: set[asyncio.Task[None]] = set()
+        self.batches = 0
+        self.batched_requests = 0
 
-    async def submit(self, checks: CheckBatch) -> tuple[int, list[CheckResult]]:
-        fut: asyncio.Future[tuple[int, list[CheckResult]]] = asyncio.get_running_loop().create_future()
+    async def submit(self, checks: CheckBatch) -> Answer:
+        if len(self._queue) >= self._max_queue:
+            raise StoreUnavailable("store queue full")
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[Answer] = loop.create_future()
+        timer = loop.call_later(self._timeout, _expire, fut)
         self._queue.append((checks, fut))
         if self._in_flight < self._max_in_flight:
             self._in_flight += 1
-            asyncio.get_running_loop().create_task(self._drain())
-        return await fut
+            task = loop.create_task(self._drain())
+            self._drains.add(task)
+            task.add_done_callback(self._drains.discard)
+        try:
+            return await fut
+        finally:
+            timer.cancel()
 
     async def _drain(self) -> None:
         try:
             while self._queue:
-                batch = self._queue[: self._max_batch]
+                batch = [item for item in self._queue[: self._max_batch] if not item[1].done()]
                 del self._queue[: self._max_batch]
-                try:
-                    result = await self._run([checks for checks, _ in batch])
-                except Exception as err:
-                    for _, fut in batch:
-                        if not fut.done():
-                            fut.set_exception(err)
+                if not batch:
                     continue
-                for (_, fut), row in zip(batch, result.results, strict=True):
+                self.batches += 1
+                self.batched_requests += len(batch)
+                try:
+                    result = await asyncio.wait_for(self._run([checks for checks, _ in batch]), self._timeout)
+                except TimeoutError:
+                    err: Exception = StoreUnavailable("store timeout")
+                except Exception as e:
+                    err = e
+                else:
+                    for (_, fut), row in zip(batch, result.results, strict=True):
+                        if not fut.done():
+                            fut.set_result((result.now_us, row))
+                    continue
+                for _, fut in batch:
                     if not fut.done():
-                        fut.set_result((result.now_us, row))
+                        fut.set_exception(err)
         finally:
             self._in_flight -= 1

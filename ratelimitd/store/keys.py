@@ -30,7 +30,7 @@ class KeyEncoder:
 
     def key(self, rule_part: str, values: tuple[str, ...]) -> str:
         if self.hash_values:
-            digest = hashlib.sha256("\x00".join(_esc(v) for v in values).encode()).hexdigest()
+            digest = hashlib.sha256("|".join([str(len(values)), *map(_esc, values)]).encode()).hexdigest()
             return f"{rule_part}|#{digest}}}"
         return rule_part + "".join("|" + _esc(v) for v in values) + "}"
 
