@@ -65,8 +65,15 @@ def test_embedded_redis_is_announced_and_stopped() -> None:
 
 def test_check_ok_then_over_limit_at_the_configured_limit(example_service: ServiceProcess) -> None:
     ip = f"10.{uuid.uuid4().int % 250}.0.1"
-    args = ["check", "--target", example_service.target, "--domain", "api",
-            "--descriptor", f"remote_address={ip},path=/login"]
+    args = [
+        "check",
+        "--target",
+        example_service.target,
+        "--domain",
+        "api",
+        "--descriptor",
+        f"remote_address={ip},path=/login",
+    ]
     results = [ratelimitd(*args) for _ in range(6)]
     assert [r.returncode for r in results] == [0, 0, 0, 0, 0, 2]
     first, last = json.loads(results[0].stdout), json.loads(results[-1].stdout)
