@@ -88,9 +88,8 @@ class LocalCluster:
         for n in self.nodes:
             if n.proc is None:
                 continue
-            info = redis.Redis(port=n.port, socket_timeout=1).cluster("info")
-            text = info.decode() if isinstance(info, bytes) else str(info)
-            if "cluster_state:ok" not in text and info.get("cluster_state") != "ok":  # type: ignore[union-attr]
+            info = redis.Redis(port=n.port, socket_timeout=1).execute_command("CLUSTER", "INFO")
+            if b"cluster_state:ok" not in info:
                 return False
         return True
 
@@ -153,7 +152,7 @@ class LocalSentinel:
             self.sentinels.append((port, proc))
         for port, _ in self.sentinels:
             wait_for(
-                lambda p=port: redis.Redis(port=p).sentinel_masters().get("mymaster", {}).get("num-slaves"),
+                lambda p=port: redis.Redis(port=p).sentinel_masters()["mymaster"]["num-slaves"],  # type: ignore[call-overload]
                 20,
                 "sentinels to see the replica",
             )
@@ -161,7 +160,9 @@ class LocalSentinel:
 
     def current_master_port(self) -> int:
         port = self.sentinels[0][0]
-        return int(redis.Redis(port=port).sentinel_get_master_addr_by_name("mymaster")[1])
+        addr = redis.Redis(port=port).sentinel_get_master_addr_by_name("mymaster")
+        assert isinstance(addr, tuple | list)
+        return int(addr[1])
 
     def close(self) -> None:
         for _, proc in self.sentinels:
