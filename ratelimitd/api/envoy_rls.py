@@ -17,7 +17,8 @@ from ratelimitd.engine.request import Descriptor, InvalidRequest, LimitOverride,
 log = logging.getLogger(__name__)
 
 SERVICE_NAME = "envoy.service.ratelimit.v3.RateLimitService"
-STORE_TIME_METADATA = "ratelimitd-store-time-us"  # trailing metadata, with --expose-store-time
+# trailing metadata "<store time us>:<position in the store call>", with --expose-store-time
+STORE_ORDER_METADATA = "ratelimitd-store-order"
 
 
 def decode(msg: rls_pb2.RateLimitRequest) -> Request:
@@ -74,5 +75,6 @@ class EnvoyRateLimitService(rls_pb2_grpc.RateLimitServiceServicer):  # type: ign
             log.exception("unexpected error while deciding")
             await context.abort(grpc.StatusCode.INTERNAL, "internal error")
         if self.expose_store_time:
-            context.set_trailing_metadata(((STORE_TIME_METADATA, str(decision.store_time_us)),))
+            now_us, seq = decision.store_order
+            context.set_trailing_metadata(((STORE_ORDER_METADATA, f"{now_us}:{seq}"),))
         return encode(decision)

@@ -34,7 +34,8 @@ class Decision:
     statuses: list[Status]
     headers: list[tuple[str, str]] = field(default_factory=list)
     store_failed: bool = False
-    store_time_us: int = 0  # the store's clock at the decision (0 when the store was not asked)
+    # (store time in us, position in its store call): the order in which the store decided (0, 0 if not asked)
+    store_order: tuple[int, int] = (0, 0)
 
     @property
     def retry_after_us(self) -> int:

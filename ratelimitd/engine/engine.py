@@ -19,7 +19,7 @@ from ratelimitd.store.redis_store import CheckResult, StoreUnavailable
 
 log = logging.getLogger(__name__)
 
-Submit = Callable[[CheckBatch], Awaitable[tuple[int, list[CheckResult]]]]
+Submit = Callable[[CheckBatch], Awaitable[tuple[int, int, list[CheckResult]]]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,7 +88,7 @@ class Engine:
         if not checks:
             return Decision(Code.OK, statuses)
         try:
-            now_us, results = await self.submit(CheckBatch(tuple(checks), req.dry_run))
+            now_us, seq, results = await self.submit(CheckBatch(tuple(checks), req.dry_run))
         except StoreUnavailable as err:
             return self._failure(statuses, checked, err)
         if self._store_down:
@@ -97,7 +97,7 @@ class Engine:
             if self.on_store_recovered is not None:
                 self.on_store_recovered()
         decision = self._decide(statuses, checked, results)
-        decision.store_time_us = now_us
+        decision.store_order = (now_us, seq)
         return decision
 
     def _decide(self, statuses: list[Status], checked: list[tuple[int, Rule]], results: list[CheckResult]) -> Decision:

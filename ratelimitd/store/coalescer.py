@@ -18,7 +18,8 @@ from ratelimitd.store.checks import CheckBatch
 from ratelimitd.store.redis_store import BatchResult, CheckResult, StoreUnavailable
 
 Runner = Callable[[Sequence[CheckBatch]], Awaitable[BatchResult]]
-Answer = tuple[int, list[CheckResult]]
+# (store time in us, position of the request in its batch, results): the first two order decisions.
+Answer = tuple[int, int, list[CheckResult]]
 
 
 def _expire(fut: asyncio.Future[Answer]) -> None:
@@ -74,9 +75,9 @@ class Coalescer:
                 except Exception as e:
                     err = e
                 else:
-                    for (_, fut), row in zip(batch, result.results, strict=True):
+                    for seq, ((_, fut), row) in enumerate(zip(batch, result.results, strict=True)):
                         if not fut.done():
-                            fut.set_result((result.now_us, row))
+                            fut.set_result((result.now_us, seq, row))
                     continue
                 for _, fut in batch:
                     if not fut.done():
