@@ -110,7 +110,7 @@ class EmbeddedRedis:
         try:
             with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as s:
                 s.sendall(b"PING\r\n")
-                return s.recv(16).startswith(b"+PONG")
+                return s.recv(16).startswith((b"+PONG", b"-NOAUTH"))  # a password-protected server is up too
         except OSError:
             return False
 

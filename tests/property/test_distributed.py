@@ -55,8 +55,13 @@ def _config() -> str:
             unit = "day" if alg == "quota" else "second"
             extra = f", burst: {b}" if b else ""
             mult = "" if alg == "quota" else f", unit_multiplier: {m}"
-            lines += [f"  - key: alg", f"    value: '{alg}:{n}:{m}:{b}'", "    descriptors:", "      - key: k",
-                      f"        rate_limit: {{unit: {unit}, requests_per_unit: {n}, algorithm: {alg}{mult}{extra}}}"]
+            lines += [
+                f"  - key: alg",
+                f"    value: '{alg}:{n}:{m}:{b}'",
+                "    descriptors:",
+                "      - key: k",
+                f"        rate_limit: {{unit: {unit}, requests_per_unit: {n}, algorithm: {alg}{mult}{extra}}}",
+            ]
     return "\n".join(lines) + "\n"
 
 
@@ -170,9 +175,15 @@ def test_instances_together_never_exceed_the_limit(fleet: Fleet, alg: str) -> No
         decided = fire(fleet, value, schedule, keys)
         # a closing peek per key through the clock-shifted instance: denials must have consumed nothing
         for key in keys:
-            resp, call = fleet.services[-1].stub().ShouldRateLimit.with_call(
-                rls_pb2.RateLimitRequest(domain="dist", descriptors=[descriptor([("alg", value), ("k", key)], hits=0)]),
-                timeout=10,
+            resp, call = (
+                fleet.services[-1]
+                .stub()
+                .ShouldRateLimit.with_call(
+                    rls_pb2.RateLimitRequest(
+                        domain="dist", descriptors=[descriptor([("alg", value), ("k", key)], hits=0)]
+                    ),
+                    timeout=10,
+                )
             )
             now_us, seq = (int(x) for x in dict(call.trailing_metadata())["ratelimitd-store-order"].split(":"))
             decided.append(Decided((now_us, seq), key, 0, resp.statuses[0].code == RLS.OK))
