@@ -67,9 +67,7 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
     _flag(p, "hash-values", "store a SHA-256 of descriptor values in Redis keys instead of the values")
     _flag(p, "log-level", "debug, info, warning or error")
     _flag(p, "max-batch", "most requests one store call carries")
-    _flag(
-        p, "expose-store-time", "send the store's decision time and order as trailing metadata ratelimitd-store-order"
-    )
+    _flag(p, "expose-store-time", "send decision order (store time:seq) as trailing metadata ratelimitd-store-order")
 
 
 def settings_from_args(ns: argparse.Namespace) -> Settings:

@@ -56,7 +56,7 @@ def _config() -> str:
             extra = f", burst: {b}" if b else ""
             mult = "" if alg == "quota" else f", unit_multiplier: {m}"
             lines += [
-                f"  - key: alg",
+                "  - key: alg",
                 f"    value: '{alg}:{n}:{m}:{b}'",
                 "    descriptors:",
                 "      - key: k",
