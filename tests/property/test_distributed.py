@@ -190,13 +190,13 @@ def test_instances_together_never_exceed_the_limit(fleet: Fleet, alg: str) -> No
         per_key: dict[str, list[Decided]] = defaultdict(list)
         for d in sorted(decided, key=lambda d: d.order):
             per_key[d.key].append(d)
-        for key, seq in per_key.items():
+        for key, history in per_key.items():
             model = model_for(alg, n, m, b)
             admitted = []
-            for d in seq:
+            for d in history:
                 t = d.order[0]
                 arg = quota_boundaries(load_rule(fleet, value).unit, "UTC", t / 1e6)[1] if alg == "quota" else t
-                assert d.admitted == model.decide(arg, d.cost), (key, d, seq)
+                assert d.admitted == model.decide(arg, d.cost), (key, d, history)
                 if d.admitted and d.cost:
                     admitted.append((t, d.cost))
             check_invariant(alg, n, m, b, admitted)
@@ -204,13 +204,13 @@ def test_instances_together_never_exceed_the_limit(fleet: Fleet, alg: str) -> No
             rule = load_rule(fleet, value)
             enc = KeyEncoder()
             w = m * 1_000_000
-            for key, seq in per_key.items():
+            for key, history in per_key.items():
                 state = fleet.client.hgetall(enc.key(enc.rule_part("dist", rule.ident), (value, key)))
                 read_at = int(fleet.client.time()[0]) * 1_000_000 if not state else 0
-                admitted_windows = [d.order[0] // w for d in seq if d.admitted and d.cost]
+                admitted_windows = [d.order[0] // w for d in history if d.admitted and d.cost]
                 if state:
                     window = int(state[b"w"])
-                    expected = sum(d.cost for d in seq if d.admitted and d.order[0] // w == window)
+                    expected = sum(d.cost for d in history if d.admitted and d.order[0] // w == window)
                     assert int(state[b"c"]) == expected
                 elif admitted_windows:  # gone only because its window ended (TTL = window end)
                     assert (max(admitted_windows) + 1) * w <= read_at + 1_000_000
