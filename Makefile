@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed-stamp
 CONFIG ?= examples/config
 PYTEST_ARGS ?=
 
-.PHONY: install run test lint unit test-deep bench bench-quick clean
+.PHONY: install run test lint unit test-deep bench bench-quick clean proto
 
 install: $(STAMP)
 
@@ -32,6 +32,10 @@ unit: install
 
 test-deep: install
 	RATELIMITD_DEEP=1 $(BIN)/pytest -q tests/property
+
+# Regenerate the native API's Python code (committed, so installs need no code generator).
+proto: install
+	$(BIN)/python -m grpc_tools.protoc -Iproto --python_out=. --grpc_python_out=. proto/ratelimitd/v1/ratelimitd.proto
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis

@@ -17,6 +17,7 @@ from grpc_reflection.v1alpha import reflection
 
 from ratelimitd.api.envoy_rls import SERVICE_NAME, EnvoyRateLimitService
 from ratelimitd.api.http import make_app
+from ratelimitd.api.native import RateLimiterService
 from ratelimitd.config.loader import load_config
 from ratelimitd.engine.engine import ConfigHolder, Engine, EngineOptions
 from ratelimitd.settings import Settings
@@ -25,6 +26,8 @@ from ratelimitd.store.connect import connect
 from ratelimitd.store.embedded import EmbeddedRedis
 from ratelimitd.store.keys import KeyEncoder
 from ratelimitd.store.redis_store import RedisStore
+from ratelimitd.v1 import ratelimitd_pb2 as native_pb
+from ratelimitd.v1 import ratelimitd_pb2_grpc as native_pb_grpc
 
 log = logging.getLogger("ratelimitd")
 
@@ -65,10 +68,12 @@ class Service:
 
         server = grpc.aio.server()
         rls_pb2_grpc.add_RateLimitServiceServicer_to_server(EnvoyRateLimitService(engine, s.expose_store_time), server)
+        native_pb_grpc.add_RateLimiterServicer_to_server(RateLimiterService(engine), server)
         health_servicer = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
         names = (
             SERVICE_NAME,
+            native_pb.DESCRIPTOR.services_by_name["RateLimiter"].full_name,
             health.SERVICE_NAME,
             reflection.SERVICE_NAME,
             rls_pb2.DESCRIPTOR.services_by_name["RateLimitService"].full_name,
@@ -77,7 +82,7 @@ class Service:
         gport = server.add_insecure_port(s.grpc_listen)
         await server.start()
 
-        runner = web.AppRunner(make_app(lambda: self.healthy), access_log=None)
+        runner = web.AppRunner(make_app(engine, lambda: self.healthy), access_log=None)
         await runner.setup()
         host, port = split_hostport(s.http_listen)
         await web.TCPSite(runner, host, port).start()

@@ -13,7 +13,7 @@ import yaml
 from pydantic import ValidationError
 
 from ratelimitd.config.matcher import Level, Node, compile_pattern
-from ratelimitd.config.models import DescriptorModel, DomainModel, RateLimitModel
+from ratelimitd.config.models import DescriptorModel, DomainModel, HttpDescriptorModel, RateLimitModel
 from ratelimitd.config.rules import Rule
 from ratelimitd.config.units import parse_unit
 
@@ -57,6 +57,7 @@ class Domain:
     file: str
     tree: dict[str, Level]
     rules: tuple[Rule, ...]
+    http_descriptors: tuple[HttpDescriptorModel, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,7 +128,7 @@ def parse_domain(data: Any, file: str) -> Domain:
         raise ConfigError([_problem(file, e) for e in err.errors()]) from None
     builder = _TreeBuilder(model.domain)
     tree = builder.level_map(model.descriptors, ())
-    return Domain(model.domain, file, tree, tuple(builder.rules))
+    return Domain(model.domain, file, tree, tuple(builder.rules), tuple(model.http_descriptors))
 
 
 def _problem(file: str, error: Any) -> Problem:

@@ -117,9 +117,32 @@ class DescriptorModel(_Strict):
         return self
 
 
+class HttpEntryModel(_Strict):
+    """One entry of a descriptor built from an HTTP request (forward-auth): exactly one source."""
+
+    key: ScalarText
+    source: Literal["client_ip", "method", "path", "host"] | None = None
+    header: StrictStr | None = None
+    value: ScalarText | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> HttpEntryModel:
+        if sum(x is not None for x in (self.source, self.header, self.value)) != 1:
+            raise ValueError("give exactly one of source (client_ip, method, path, host), header or value")
+        if not self.key:
+            raise ValueError("entry has empty key")
+        return self
+
+
+class HttpDescriptorModel(_Strict):
+    entries: list[HttpEntryModel] = Field(min_length=1)
+
+
 class DomainModel(_Strict):
     domain: StrictStr
     descriptors: list[DescriptorModel] = Field(default_factory=list)
+    # ratelimitd extension: how GET /v1/forward-auth/<domain> builds descriptors from request headers
+    http_descriptors: list[HttpDescriptorModel] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _check(self) -> DomainModel:
