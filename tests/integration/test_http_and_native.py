@@ -46,7 +46,7 @@ def service(tmp_path_factory: pytest.TempPathFactory, default_redis: EmbeddedRed
 
 def http(
     svc: ServiceProcess, method: str, path: str, body: object = None, headers: dict[str, str] | None = None
-) -> tuple[int, dict[str, str], dict[str, object]]:
+) -> tuple[int, dict[str, str], dict[str, Any]]:
     data = None if body is None else (body if isinstance(body, bytes) else json.dumps(body).encode())
     req = urllib.request.Request(
         f"http://127.0.0.1:{svc.http_port}{path}",
@@ -78,14 +78,14 @@ def test_http_check_200_then_429_with_headers(service: ServiceProcess) -> None:
     status, headers, body = http(service, "POST", "/v1/check", check_body(user))
     assert status == 429 and body["overall_code"] == "OVER_LIMIT"
     assert 0 < int(headers["Retry-After"]) <= 60
-    assert body["descriptors"][0]["rule"] == "per-user" and body["descriptors"][0]["remaining"] == 0  # type: ignore[index]
+    assert body["descriptors"][0]["rule"] == "per-user" and body["descriptors"][0]["remaining"] == 0
 
 
 def test_http_dry_run_consumes_nothing(service: ServiceProcess) -> None:
     user = uuid.uuid4().hex
     for _ in range(5):
         status, _, body = http(service, "POST", "/v1/check", check_body(user, dry_run=True))
-        assert status == 200 and body["descriptors"][0]["remaining"] == 2  # type: ignore[index]
+        assert status == 200 and body["descriptors"][0]["remaining"] == 2
     status, _, body = http(service, "POST", "/v1/check", check_body(user, cost=4, dry_run=True))
     assert status == 429 and body["retry_after_ms"] is None  # never fits
 
@@ -118,7 +118,7 @@ def test_forward_auth(service: ServiceProcess) -> None:
     assert codes == [200, 200, 429]  # per-ip 2/hour
     status, resp_headers, body = http(service, "GET", "/v1/forward-auth/web", headers=headers)
     assert status == 429 and "Retry-After" in resp_headers
-    assert [d.get("rule") for d in body["descriptors"]] == ["per-ip", "api-route"]  # type: ignore[union-attr]
+    assert [d.get("rule") for d in body["descriptors"]] == ["per-ip", "api-route"]
     assert http(service, "GET", "/v1/forward-auth/nope")[0] == 404
 
 
@@ -126,9 +126,9 @@ def test_forward_auth_header_descriptor_is_skipped_when_absent(service: ServiceP
     key = uuid.uuid4().hex
     base = {"X-Forwarded-For": f"10.8.{uuid.uuid4().int % 250}.1", "X-Forwarded-Uri": "/other"}
     _, _, body = http(service, "GET", "/v1/forward-auth/web", headers=base)
-    assert [d.get("rule") for d in body["descriptors"]] == ["per-ip", None]  # type: ignore[union-attr]
+    assert [d.get("rule") for d in body["descriptors"]] == ["per-ip", None]
     _, _, body = http(service, "GET", "/v1/forward-auth/web", headers={**base, "X-API-Key": key})
-    assert [d.get("rule") for d in body["descriptors"]] == ["per-ip", "per-key", None]  # type: ignore[union-attr]
+    assert [d.get("rule") for d in body["descriptors"]] == ["per-ip", "per-key", None]
 
 
 def test_native_api_and_sync_client(service: ServiceProcess) -> None:
@@ -193,7 +193,7 @@ def test_three_faces_give_the_same_decisions(service: ServiceProcess) -> None:
         out = []
         for c in costs:
             _, _, body = http(service, "POST", "/v1/check", check_body(user, cost=c))
-            d = body["descriptors"][0]  # type: ignore[index]
+            d = body["descriptors"][0]
             out.append((d["code"], d["remaining"]))
         return out
 
