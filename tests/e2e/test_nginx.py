@@ -58,7 +58,7 @@ def test_allowed_then_429_with_retry_after(nginx: int) -> None:
     results = [http_get(url) for _ in range(4)]
     assert [r[0] for r in results] == [200, 200, 200, 429]  # per-client: 3 per minute
     assert results[0][2] == "app ok\n"
-    status, headers, body = results[-1]
+    _, headers, body = results[-1]
     assert body == "rate limited\n" and 0 < int(headers["retry-after"]) <= 60
     assert headers["ratelimit"].startswith('"per-client";r=0;')
 
