@@ -31,6 +31,16 @@ def build_parser() -> argparse.ArgumentParser:
     csub = config.add_subparsers(dest="config_command", required=True)
     validate = csub.add_parser("validate", help="check a config file or directory")
     validate.add_argument("path")
+    explain = csub.add_parser("explain", help="which rule a descriptor matches, and its Redis key")
+    explain.add_argument("path")
+    explain.add_argument("--domain", required=True)
+    explain.add_argument("--descriptor", required=True, type=_parse_descriptor, help="k=v[,k=v...]")
+    explain.add_argument("--key-prefix", default=env_default("key-prefix", "rl:"))
+    explain.add_argument("--hash-values", action="store_true")
+    csub.add_parser("schema", help="print the JSON Schema of the config format")
+    diff = csub.add_parser("diff", help="limits added, removed or changed between two configs")
+    diff.add_argument("old")
+    diff.add_argument("new")
 
     check = sub.add_parser("check", help="send one Envoy RLS request and print the decision")
     check.add_argument("--target", default=env_default("target", "127.0.0.1:8081"))
@@ -52,6 +62,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "serve":
         return cmd_serve(args)
     if args.command == "config":
+        from ratelimitd import config_tools
+
+        if args.config_command == "explain":
+            return config_tools.explain(args.path, args.domain, args.descriptor, args.key_prefix, args.hash_values)
+        if args.config_command == "schema":
+            return config_tools.schema()
+        if args.config_command == "diff":
+            return config_tools.diff(args.old, args.new)
         return cmd_validate(args.path)
     return cmd_check(args)
 

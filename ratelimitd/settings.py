@@ -22,6 +22,15 @@ class Settings:
     log_level: str = "info"
     max_batch: int = 128
     expose_store_time: bool = False
+    near_limit_ratio: float = 0.8
+    max_message_bytes: int = 65536
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    tls_client_ca: str | None = None
+    admin_token: str | None = None
+    admin_token_file: str | None = None
+    admin_listen: str | None = None
+    watch_config: bool = True
 
 
 def env_name(flag: str) -> str:
@@ -67,6 +76,21 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
     _flag(p, "hash-values", "store a SHA-256 of descriptor values in Redis keys instead of the values")
     _flag(p, "log-level", "debug, info, warning or error")
     _flag(p, "max-batch", "most requests one store call carries")
+    _flag(p, "near-limit-ratio", "share of a limit above which admitted hits count as near_limit")
+    _flag(p, "max-message-bytes", "largest request accepted on the gRPC and HTTP listeners")
+    _flag(p, "tls-cert", "PEM certificate chain: serve gRPC and HTTP over TLS")
+    _flag(p, "tls-key", "PEM private key for --tls-cert")
+    _flag(p, "tls-client-ca", "PEM CA bundle: require client certificates signed by it (mutual TLS)")
+    _flag(p, "admin-token", "enable the admin API; callers send 'authorization: Bearer <token>'")
+    _flag(p, "admin-token-file", "read the admin token from this file (preferred over --admin-token)")
+    _flag(p, "admin-listen", "serve the admin API (gRPC) on this separate listener instead of the main one")
+    p.add_argument(
+        "--no-watch-config",
+        dest="watch_config",
+        action="store_false",
+        default=env_default("watch-config", "1") not in ("0", "false", "no", "off"),
+        help="do not reload the config when its files change (SIGHUP still reloads)",
+    )
     _flag(p, "expose-store-time", "send decision order (store time:seq) as trailing metadata ratelimitd-store-order")
 
 

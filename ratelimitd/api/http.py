@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Callable
 
 from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ratelimitd.config.models import HttpDescriptorModel
@@ -136,24 +138,35 @@ def build_descriptors(specs: tuple[HttpDescriptorModel, ...], request: web.Reque
     return tuple(out)
 
 
-def make_app(engine: Engine, is_healthy: Callable[[], bool]) -> web.Application:
+def make_app(engine: Engine, is_healthy: Callable[[], bool], max_body: int = MAX_BODY) -> web.Application:
+    latency = engine.metrics.request_latency.labels("http")
+    invalid = engine.metrics.invalid_requests.labels("http")
+
     async def healthz(_: web.Request) -> web.Response:
         if is_healthy():
             return web.Response(text="OK")
         return web.Response(status=503, text="NOT SERVING")
 
     async def check(request: web.Request) -> web.Response:
+        started = time.perf_counter()
         try:
             raw = await request.read()
             body = CheckBody.model_validate_json(raw)
         except ValidationError as err:
+            invalid.inc()
             return _bad_request(_error_text(err))
         descriptors = tuple(Descriptor(tuple((e.key, e.value) for e in d.entries), d.cost) for d in body.descriptors)
         try:
             decision = await engine.check(Request(body.domain, descriptors, body.hits, body.dry_run))
         except InvalidRequest as err:
+            invalid.inc()
             return _bad_request(str(err))
+        latency.observe(time.perf_counter() - started)
         return decision_response(decision)
+
+    async def metrics(_: web.Request) -> web.Response:
+        body = generate_latest(engine.metrics.registry)
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def forward_auth(request: web.Request) -> web.Response:
         name = request.match_info["domain"]
@@ -173,9 +186,10 @@ def make_app(engine: Engine, is_healthy: Callable[[], bool]) -> web.Application:
         # NGINX auth_request passes only 401/403 through, so it asks for ?deny_status=403 and maps it to 429.
         return decision_response(decision, int(deny_status))
 
-    app = web.Application(client_max_size=MAX_BODY)
+    app = web.Application(client_max_size=max_body)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/healthcheck", healthz)  # envoyproxy/ratelimit's path
     app.router.add_post("/v1/check", check)
+    app.router.add_get("/metrics", metrics)
     app.router.add_route("*", "/v1/forward-auth/{domain}", forward_auth)
     return app

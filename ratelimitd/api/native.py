@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import logging
+import time
 
 import grpc
 from google.protobuf import duration_pb2
 
+from ratelimitd.api.grpc_util import Malformed
 from ratelimitd.engine.decision import Code, Decision, Status
 from ratelimitd.engine.engine import Engine
 from ratelimitd.engine.request import Descriptor, InvalidRequest, Request
@@ -61,13 +63,21 @@ def encode(decision: Decision) -> pb.CheckResponse:
 class RateLimiterService(pb_grpc.RateLimiterServicer):  # type: ignore[misc]
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
+        self._latency = engine.metrics.request_latency.labels("native")
+        self._invalid = engine.metrics.invalid_requests.labels("native")
 
     async def Check(self, request: pb.CheckRequest, context: grpc.aio.ServicerContext) -> pb.CheckResponse:
+        started = time.perf_counter()
+        if isinstance(request, Malformed):
+            self._invalid.inc()
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.reason)
         try:
             decision = await self.engine.check(decode(request))
         except InvalidRequest as err:
+            self._invalid.inc()
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(err))
         except Exception:
             log.exception("unexpected error while deciding")
             await context.abort(grpc.StatusCode.INTERNAL, "internal error")
+        self._latency.observe(time.perf_counter() - started)
         return encode(decision)

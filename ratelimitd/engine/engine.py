@@ -13,12 +13,15 @@ from ratelimitd.config.matcher import match
 from ratelimitd.config.rules import Rule
 from ratelimitd.engine.decision import UNLIMITED_REMAINING, Code, Decision, Status
 from ratelimitd.engine.request import Descriptor, LimitOverride, Request, validate
+from ratelimitd.metrics import Metrics
 from ratelimitd.store.checks import ENFORCED, QUOTA_MODE, SHADOW, Check, CheckBatch, build_check
 from ratelimitd.store.keys import KeyEncoder
 from ratelimitd.store.redis_store import CheckResult, StoreUnavailable
 
 log = logging.getLogger(__name__)
 
+# (index of the request descriptor, its rule, the values that identify its counter, its cost)
+Checked = tuple[int, Rule, tuple[str, ...], int]
 Submit = Callable[[CheckBatch], Awaitable[tuple[int, int, list[CheckResult]]]]
 
 
@@ -46,15 +49,23 @@ def _override_rule(domain: str, keys: tuple[str, ...], override: LimitOverride) 
 
 
 class Engine:
-    def __init__(self, config: ConfigHolder, submit: Submit, keys: KeyEncoder, options: EngineOptions) -> None:
+    def __init__(
+        self,
+        config: ConfigHolder,
+        submit: Submit,
+        keys: KeyEncoder,
+        options: EngineOptions,
+        metrics: Metrics | None = None,
+    ) -> None:
         self.config = config
         self.submit = submit
         self.keys = keys
         self.options = options
+        self.metrics = metrics or Metrics()
         self._store_down = False
         self.on_store_recovered: Callable[[], None] | None = None
 
-    def _rule_for(self, domain: Domain, d: Descriptor) -> tuple[Rule, tuple[str, ...]] | None:
+    def rule_for(self, domain: Domain, d: Descriptor) -> tuple[Rule, tuple[str, ...]] | None:
         if d.limit is not None:
             keys = tuple(k for k, _ in d.entries)
             return _override_rule(domain.name, keys, d.limit), tuple(v for _, v in d.entries)
@@ -66,15 +77,16 @@ class Engine:
         statuses = [Status() for _ in req.descriptors]
         domain = self.config.current.domains.get(req.domain)
         if domain is None:
+            self.metrics.domain_not_found.inc()
             return Decision(Code.OK, statuses)
         matched: list[tuple[int, Rule, tuple[str, ...]]] = []
         for i, d in enumerate(req.descriptors):
-            found = self._rule_for(domain, d)
+            found = self.rule_for(domain, d)
             if found is not None:
                 matched.append((i, *found))
         replaced = {name for _, rule, _ in matched for name in rule.replaces}
         checks: list[Check] = []
-        checked: list[tuple[int, Rule]] = []
+        checked: list[Checked] = []
         for i, rule, values in matched:
             if rule.name is not None and rule.name in replaced:
                 continue
@@ -83,8 +95,9 @@ class Engine:
                 continue
             mode = SHADOW if rule.shadow_mode else QUOTA_MODE if rule.quota_mode else ENFORCED
             key = self.keys.key(self.keys.rule_part(rule.domain, rule.ident), values)
-            checks.append(build_check(rule, key, req.cost_of(req.descriptors[i]), mode))
-            checked.append((i, rule))
+            cost = req.cost_of(req.descriptors[i])
+            checks.append(build_check(rule, key, cost, mode))
+            checked.append((i, rule, values, cost))
         if not checks:
             return Decision(Code.OK, statuses)
         try:
@@ -100,10 +113,12 @@ class Engine:
         decision.store_order = (now_us, seq)
         return decision
 
-    def _decide(self, statuses: list[Status], checked: list[tuple[int, Rule]], results: list[CheckResult]) -> Decision:
+    def _decide(self, statuses: list[Status], checked: list[Checked], results: list[CheckResult]) -> Decision:
         enforced_over = False
         quota_total = quota_over = 0
-        for (i, rule), r in zip(checked, results, strict=True):
+        record = self.metrics.record
+        for (i, rule, values, cost), r in zip(checked, results, strict=True):
+            record(rule, values, cost, r.admitted, r.remaining)
             s = statuses[i]
             s.rule = rule
             s.remaining = r.remaining
@@ -128,7 +143,9 @@ class Engine:
             decision.headers = self._headers(statuses)
         return decision
 
-    def _failure(self, statuses: list[Status], checked: list[tuple[int, Rule]], err: Exception) -> Decision:
+    def _failure(self, statuses: list[Status], checked: list[Checked], err: Exception) -> Decision:
+        mode = "deny" if self.options.failure_mode_deny else "allow"
+        self.metrics.failure_mode.labels(mode).inc()
         if not self._store_down:
             self._store_down = True
             log.error(
@@ -137,7 +154,7 @@ class Engine:
                 "deny" if self.options.failure_mode_deny else "allow",
             )
         code = Code.OVER_LIMIT if self.options.failure_mode_deny else Code.OK
-        for i, rule in checked:
+        for i, rule, _, _ in checked:
             s = statuses[i]
             s.rule = rule
             s.code = code

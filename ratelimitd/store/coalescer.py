@@ -12,8 +12,10 @@ an unbounded backlog; the queue itself is bounded too.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable, Sequence
 
+from ratelimitd.metrics import Metrics
 from ratelimitd.store.checks import CheckBatch
 from ratelimitd.store.redis_store import BatchResult, CheckResult, StoreUnavailable
 
@@ -29,8 +31,15 @@ def _expire(fut: asyncio.Future[Answer]) -> None:
 
 class Coalescer:
     def __init__(
-        self, run: Runner, timeout: float = 0.05, max_batch: int = 128, max_in_flight: int = 2, max_queue: int = 10_000
+        self,
+        run: Runner,
+        timeout: float = 0.05,
+        max_batch: int = 128,
+        max_in_flight: int = 2,
+        max_queue: int = 10_000,
+        metrics: Metrics | None = None,
     ) -> None:
+        self._metrics = metrics
         self._run = run
         self._timeout = timeout
         self._max_batch = max_batch
@@ -64,23 +73,32 @@ class Coalescer:
             while self._queue:
                 batch = [item for item in self._queue[: self._max_batch] if not item[1].done()]
                 del self._queue[: self._max_batch]
-                if not batch:
-                    continue
-                self.batches += 1
-                self.batched_requests += len(batch)
-                try:
-                    result = await asyncio.wait_for(self._run([checks for checks, _ in batch]), self._timeout)
-                except TimeoutError:
-                    err: Exception = StoreUnavailable("store timeout")
-                except Exception as e:
-                    err = e
-                else:
-                    for seq, ((_, fut), row) in enumerate(zip(batch, result.results, strict=True)):
-                        if not fut.done():
-                            fut.set_result((result.now_us, seq, row))
-                    continue
-                for _, fut in batch:
-                    if not fut.done():
-                        fut.set_exception(err)
+                if batch:
+                    await self._send(batch)
         finally:
             self._in_flight -= 1
+
+    async def _send(self, batch: list[tuple[CheckBatch, asyncio.Future[Answer]]]) -> None:
+        self.batches += 1
+        self.batched_requests += len(batch)
+        started = time.perf_counter()
+        err: Exception | None = None
+        try:
+            result = await asyncio.wait_for(self._run([checks for checks, _ in batch]), self._timeout)
+        except TimeoutError:
+            err = StoreUnavailable("store timeout")
+        except Exception as e:
+            err = e
+        if self._metrics is not None:
+            self._metrics.store_latency.observe(time.perf_counter() - started)
+            self._metrics.batch_size.observe(len(batch))
+            if err is not None:
+                self._metrics.store_errors.inc()
+        if err is not None:
+            for _, fut in batch:
+                if not fut.done():
+                    fut.set_exception(err)
+            return
+        for seq, ((_, fut), row) in enumerate(zip(batch, result.results, strict=True)):
+            if not fut.done():
+                fut.set_result((result.now_us, seq, row))

@@ -1,8 +1,8 @@
 """The one encoding of a limit's identity into a Redis key.
 
 Every component is percent-escaped (so `|`, `{`, `}` and `%` never appear raw inside one), joined by
-`|`, and the whole identity sits inside one hash tag: two different limits never share a key, and all
-keys of one limit land in one Redis Cluster slot. With `hash_values` the request's values are replaced
+`|`, and the whole identity sits inside one hash tag: two different descriptor sets never share a key,
+and all keys of one limit land in one Redis Cluster slot. With `hash_values` the request's values are replaced
 by a SHA-256 digest so secrets such as API keys never appear in Redis.
 """
 
@@ -23,10 +23,19 @@ class KeyEncoder:
             raise ValueError("key prefix must not contain '{' or '}' (they delimit the cluster hash tag)")
         self.prefix = prefix
         self.hash_values = hash_values
+        self._parts: dict[tuple[str, str], str] = {}
 
     def rule_part(self, domain: str, rule_ident: str) -> str:
-        """The constant head of every key of one rule; computed once per rule."""
-        return f"{self.prefix}{{{_esc(domain)}|{_esc(rule_ident)}"
+        """The constant head of every key of one rule. The rule's identity (algorithm, limit, unit, config
+        path: a long JSON text) enters as a 96-bit SHA-256 prefix to keep keys short; two rules would share
+        a counter only on a digest collision (about 2^-96 for any pair)."""
+        found = self._parts.get((domain, rule_ident))
+        if found is None:
+            digest = hashlib.sha256(rule_ident.encode()).hexdigest()[:24]
+            found = self._parts[(domain, rule_ident)] = f"{self.prefix}{{{_esc(domain)}|{digest}"
+            if len(self._parts) > 100_000:  # rules come from config, overrides from callers: stay bounded
+                self._parts.clear()
+        return found
 
     def key(self, rule_part: str, values: tuple[str, ...]) -> str:
         if self.hash_values:

@@ -24,7 +24,7 @@ from redis.exceptions import NoScriptError, RedisError
 
 from ratelimitd.store.checks import QUOTA_MODE, SHADOW, Check, CheckBatch
 from ratelimitd.store.keys import hash_slot
-from ratelimitd.store.scripts import batch_script, refund_script, script_sha
+from ratelimitd.store.scripts import admin_script, batch_script, refund_script, script_sha
 
 log = logging.getLogger(__name__)
 
@@ -109,6 +109,7 @@ class RedisStore:
         self.cluster = cluster
         self.batch = Script(batch_script())
         self.refund = Script(refund_script())
+        self.admin = Script(admin_script())
 
     async def evaluate(self, requests: Sequence[CheckBatch], now_us: int | None = None) -> BatchResult:
         try:
@@ -180,6 +181,21 @@ class RedisStore:
         for c in checks:
             args.extend(c.args)
         await self.refund(self.client, [receipt, *(c.key for c in checks)], args)
+
+    async def delete(self, key: str) -> bool:
+        """Forget one limit's state (admin reset)."""
+        try:
+            return bool(await self.client.delete(key))
+        except (RedisError, OSError) as err:
+            raise StoreUnavailable(f"{type(err).__name__}: {err}") from err
+
+    async def adjust_quota(self, check: Check, delta: int) -> tuple[int, int, int, int]:
+        """Atomically add `delta` to this period's allowance: (remaining, used, granted, reset_after_us)."""
+        try:
+            raw = await self.admin(self.client, [check.key], ["adjust_quota", delta, *check.args])
+        except (RedisError, OSError) as err:
+            raise StoreUnavailable(f"{type(err).__name__}: {err}") from err
+        return int(raw[0]), int(raw[1]), int(raw[2]), int(raw[3])
 
     async def ping(self) -> bool:
         try:

@@ -40,6 +40,11 @@ def batch_script() -> str:
     return _assemble("batch.lua")
 
 
+def admin_script() -> str:
+    """Admin operations (lua/admin.lua)."""
+    return _assemble("admin.lua")
+
+
 def refund_script() -> str:
     """Undo a cross-slot reservation (lua/refund.lua)."""
     return _assemble("refund.lua")

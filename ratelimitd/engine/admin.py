@@ -1,0 +1,75 @@
+"""Admin operations on one limit (usage, reset, quota adjustment, config listing), transport-free."""
+
+from __future__ import annotations
+
+import logging
+
+from ratelimitd.config.rules import Rule
+from ratelimitd.engine.decision import Code, Status
+from ratelimitd.engine.engine import Engine
+from ratelimitd.engine.request import Descriptor, InvalidRequest, Request, validate
+from ratelimitd.store.checks import ENFORCED, build_check
+from ratelimitd.store.redis_store import RedisStore
+
+log = logging.getLogger(__name__)
+
+
+class AdminOps:
+    def __init__(self, engine: Engine, store: RedisStore) -> None:
+        self.engine = engine
+        self.store = store
+
+    def _resolve(self, domain_name: str, d: Descriptor) -> tuple[Rule, str]:
+        validate(Request(domain_name, (d,)))
+        domain = self.engine.config.current.domains.get(domain_name)
+        if domain is None:
+            raise InvalidRequest(f"unknown domain '{domain_name}'")
+        found = self.engine.rule_for(domain, d)
+        if found is None or found[0].unlimited:
+            raise InvalidRequest("the descriptor matches no limited rule")
+        rule, values = found
+        keys = self.engine.keys
+        return rule, keys.key(keys.rule_part(rule.domain, rule.ident), values)
+
+    async def usage(self, domain: str, d: Descriptor) -> tuple[Status, str]:
+        """The limit's state now, by a peek that charges nothing."""
+        _, key = self._resolve(domain, d)
+        peek = Descriptor(d.entries, 0, d.limit)
+        decision = await self.engine.check(Request(domain, (peek,), dry_run=True))
+        return decision.statuses[0], key
+
+    async def reset(self, domain: str, d: Descriptor) -> bool:
+        rule, key = self._resolve(domain, d)
+        existed = await self.store.delete(key)
+        log.warning("admin reset of %s/%s (key existed: %s)", domain, rule.stats_key, existed)
+        return existed
+
+    async def adjust_quota(self, domain: str, d: Descriptor, delta: int) -> Status:
+        rule, key = self._resolve(domain, d)
+        if rule.algorithm != "quota":
+            raise InvalidRequest(f"rule '{rule.name or rule.stats_key}' is {rule.algorithm}, not a quota")
+        if abs(delta) > 2**40:
+            raise InvalidRequest("delta is out of range")
+        remaining, _, _, reset_us = await self.store.adjust_quota(build_check(rule, key, 0, ENFORCED), delta)
+        log.warning("admin quota adjustment of %s/%s by %d", domain, rule.stats_key, delta)
+        code = Code.OK if remaining > 0 else Code.OVER_LIMIT
+        return Status(code, rule, max(remaining, 0), reset_us)
+
+    def list_config(self) -> list[str]:
+        return [describe_rule(r) for d in self.engine.config.current.domains.values() for r in d.rules]
+
+
+def describe_rule(r: Rule) -> str:
+    """One line per rule, like envoyproxy/ratelimit's /rlconfig."""
+    if r.unlimited:
+        limit = "unlimited"
+    else:
+        window = f"{r.unit_multiplier} {r.unit.name.lower()}s" if r.unit_multiplier > 1 else r.unit.name.lower()
+        limit = f"{r.requests_per_unit} per {window}, {r.algorithm}"
+        if r.algorithm == "token_bucket":
+            limit += f", burst {r.burst}"
+        if r.algorithm == "quota":
+            limit += f", {r.timezone}"
+    flags = "".join([", shadow_mode" if r.shadow_mode else "", ", quota_mode" if r.quota_mode else ""])
+    name = f" (name: {r.name})" if r.name else ""
+    return f"{r.domain}.{r.stats_key}: {limit}{flags}{name}"

@@ -1,0 +1,98 @@
+"""Prometheus metrics. Names follow envoyproxy/ratelimit's statsd names as its Prometheus mapper exports
+them (`ratelimit_service_rate_limit_<stat>{domain, key}`), so dashboards port. Only config-defined names
+become labels unless a rule says `detailed_metric: true`: callers cannot grow the label space."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+
+from ratelimitd.config.rules import Rule
+
+_LAT_BUCKETS = (0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0)
+
+
+@dataclass(slots=True)
+class RuleCounters:
+    total_hits: Counter
+    over_limit: Counter
+    near_limit: Counter
+    within_limit: Counter
+    shadow_mode: Counter
+    over_limit_with_local_cache: Counter
+
+
+class Metrics:
+    def __init__(self, registry: CollectorRegistry | None = None, near_limit_ratio: float = 0.8) -> None:
+        self.registry = registry or CollectorRegistry()
+        self.near_limit_ratio = near_limit_ratio
+        r = self.registry
+        labels = ("domain", "key")
+
+        def rule_counter(stat: str, doc: str) -> Counter:
+            return Counter(f"ratelimit_service_rate_limit_{stat}", doc, labels, registry=r)
+
+        self._rule = [
+            rule_counter("total_hits", "hits (cost) checked against a rule"),
+            rule_counter("over_limit", "hits denied by a rule"),
+            rule_counter("near_limit", "hits admitted with less than (1 - near-limit ratio) of the limit left"),
+            rule_counter("within_limit", "hits admitted with room to spare"),
+            rule_counter("shadow_mode", "hits a shadow-mode rule would have denied"),
+            rule_counter("over_limit_with_local_cache", "hits denied from the local over-limit cache"),
+        ]
+        self.domain_not_found = Counter(
+            "ratelimit_service_domain_not_found", "requests for an unknown domain", registry=r
+        )
+        self.request_latency = Histogram(
+            "ratelimitd_request_seconds", "time to answer a check", ("api",), buckets=_LAT_BUCKETS, registry=r
+        )
+        self.store_latency = Histogram(
+            "ratelimitd_store_call_seconds", "time of one store script call", buckets=_LAT_BUCKETS, registry=r
+        )
+        self.batch_size = Histogram(
+            "ratelimitd_store_batch_requests",
+            "requests carried by one store call",
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
+            registry=r,
+        )
+        self.store_errors = Counter("ratelimitd_store_errors", "store calls that failed or timed out", registry=r)
+        self.failure_mode = Counter(
+            "ratelimitd_failure_mode_decisions", "requests answered by the failure mode", ("mode",), registry=r
+        )
+        self.config_load_success = Counter(
+            "ratelimit_service_config_load_success", "config loads that applied", registry=r
+        )
+        self.config_load_errors = Counter("config_load_errors", "config loads rejected (old config kept)", registry=r)
+        self.invalid_requests = Counter(
+            "ratelimitd_invalid_requests", "requests rejected as malformed", ("api",), registry=r
+        )
+        self.admin_denied = Counter("ratelimitd_admin_unauthenticated", "admin calls without a valid token", registry=r)
+        self._children: dict[tuple[str, str], RuleCounters] = {}
+
+    def rule(self, rule: Rule, values: tuple[str, ...] = ()) -> RuleCounters:
+        """Counters of one rule; with detailed_metric, of one rule and descriptor values."""
+        key = rule.stats_key
+        if rule.detailed_metric and values:
+            key = f"{key}|{'.'.join(values)}"
+        found = self._children.get((rule.domain, key))
+        if found is None:
+            found = RuleCounters(*(c.labels(rule.domain, key) for c in self._rule))
+            self._children[(rule.domain, key)] = found
+        return found
+
+    def record(
+        self, rule: Rule, values: tuple[str, ...], cost: int, admitted: bool, remaining: int, from_cache: bool = False
+    ) -> None:
+        c = self.rule(rule, values)
+        c.total_hits.inc(cost)
+        if rule.shadow_mode and not admitted:
+            c.shadow_mode.inc(cost)
+        elif not admitted:
+            c.over_limit.inc(cost)
+            if from_cache:
+                c.over_limit_with_local_cache.inc(cost)
+        elif remaining < rule.requests_per_unit * (1 - self.near_limit_ratio):
+            c.near_limit.inc(cost)
+        else:
+            c.within_limit.inc(cost)
