@@ -25,8 +25,10 @@ ALLOWED = {grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.RESOURCE_EXHAUSTED,
 @pytest.fixture(scope="module")
 def service(tmp_path_factory: pytest.TempPathFactory, default_redis: EmbeddedRedis) -> Iterator[ServiceProcess]:
     d: Path = tmp_path_factory.mktemp("fuzz")
-    (d / "f.yaml").write_text("domain: f\ndescriptors:\n  - key: k\n    rate_limit: {unit: second, requests_per_unit: 1000}\n"
-                              "  - key: '*'\n    value: '*'\n    rate_limit: {unit: second, requests_per_unit: 5}\n")
+    (d / "f.yaml").write_text(
+        "domain: f\ndescriptors:\n  - key: k\n    rate_limit: {unit: second, requests_per_unit: 1000}\n"
+        "  - key: '*'\n    value: '*'\n    rate_limit: {unit: second, requests_per_unit: 5}\n"
+    )
     svc = ServiceProcess(d, default_redis.url, "--max-message-bytes", "65536").start()
     yield svc
     assert svc.proc is not None and svc.proc.poll() is None, "the service died"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import signal
 import ssl
 import threading
@@ -47,9 +48,9 @@ def metrics_text(svc: ServiceProcess) -> str:
 
 def metric(text: str, name: str, **labels: str) -> float:
     for line in text.splitlines():
-        if line.startswith(name + "{") or line.startswith(name + " "):
-            if all(f'{k}="{v}"' in line for k, v in labels.items()):
-                return float(line.rsplit(" ", 1)[1])
+        named = line.startswith(name + "{") or line.startswith(name + " ")
+        if named and all(f'{k}="{v}"' in line for k, v in labels.items()):
+            return float(line.rsplit(" ", 1)[1])
     return 0.0
 
 
@@ -185,7 +186,7 @@ def test_admin_api(tmp_path: Path, default_redis: EmbeddedRedis) -> None:
         assert "ops.user: 3 per hour, fixed_window (name: per-user)" in rules
         # HTTP face of the same API
         url = f"http://127.0.0.1:{svc.http_port}/v1/admin/usage"
-        body = ('{"domain": "ops", "entries": [{"key": "user", "value": "%s"}]}' % user).encode()
+        body = json.dumps({"domain": "ops", "entries": [{"key": "user", "value": user}]}).encode()
         with pytest.raises(urllib.error.HTTPError) as http_err:
             urllib.request.urlopen(urllib.request.Request(url, data=body), timeout=5)
         assert http_err.value.code == 401
