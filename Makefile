@@ -9,6 +9,8 @@ PYTEST_ARGS ?=
 ENVOY_VENV  := .envoy-venv
 ENVOY_STAMP := $(ENVOY_VENV)/.installed-stamp
 
+
+.PHONY: audit
 .PHONY: install run test lint unit test-deep bench bench-quick clean proto e2e-deps nginx
 
 install: $(STAMP)
@@ -26,6 +28,13 @@ run: install
 lint: install
 	$(BIN)/ruff check ratelimitd tests benchmarks
 	$(BIN)/mypy
+	$(BIN)/bandit -q -r ratelimitd -x ratelimitd/v1
+
+# Known vulnerabilities in the installed dependencies (needs the vulnerability service; skipped offline).
+audit: install
+	@$(BIN)/pip-audit --skip-editable --progress-spinner off || { rc=$$?; \
+	  $(BIN)/python -c 'import urllib.request; urllib.request.urlopen("https://pypi.org/pypi/pip/json", timeout=5)' \
+	    2>/dev/null && exit $$rc; echo "pip-audit: vulnerability service not reachable here; audit skipped"; }
 
 test: lint e2e-deps
 	$(BIN)/pytest -q $(PYTEST_ARGS)

@@ -81,12 +81,11 @@ def decision_response(decision: Decision, deny_status: int = 429) -> web.Respons
         "failure_mode": decision.store_failed,
     }
     headers: dict[str, str] = {}
-    limited = [s for s in decision.statuses if s.rule is not None]
+    limited = [(s, s.rule) for s in decision.statuses if s.rule is not None]
     if limited:
-        s = min(limited, key=lambda x: (x.code is not Code.OVER_LIMIT, x.remaining))
-        assert s.rule is not None
-        name = (s.rule.name or s.rule.stats_key).replace('"', "")
-        headers["RateLimit-Policy"] = f'"{name}";q={s.rule.requests_per_unit};w={s.rule.window_seconds}'
+        s, rule = min(limited, key=lambda x: (x[0].code is not Code.OVER_LIMIT, x[0].remaining))
+        name = (rule.name or rule.stats_key).replace('"', "")
+        headers["RateLimit-Policy"] = f'"{name}";q={rule.requests_per_unit};w={rule.window_seconds}'
         headers["RateLimit"] = f'"{name}";r={s.remaining};t={_seconds(s.reset_after_us)}'
     status = 200
     if decision.code is Code.OVER_LIMIT:

@@ -111,7 +111,7 @@ def load_config(path: str | Path) -> Config:
 def load_domain_file(file: Path) -> Domain:
     name = str(file)
     try:
-        data = yaml.load(file.read_text(encoding="utf-8"), Loader=_Yaml12Loader)
+        data = yaml.load(file.read_text(encoding="utf-8"), Loader=_Yaml12Loader)  # nosec B506
     except OSError as err:
         raise ConfigError([Problem(name, "(file)", err.strerror or str(err))]) from None
     except (yaml.YAMLError, UnicodeDecodeError) as err:

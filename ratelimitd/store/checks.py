@@ -15,7 +15,7 @@ from ratelimitd.clock import wall_time
 from ratelimitd.config.rules import Rule
 from ratelimitd.config.units import Unit
 
-ALGORITHM_IDS = {"fixed_window": 1, "token_bucket": 2, "sliding_window": 3, "sliding_log": 4, "quota": 5}
+ALGORITHM_IDS = dict(fixed_window=1, token_bucket=2, sliding_window=3, sliding_log=4, quota=5)
 
 ENFORCED, SHADOW, QUOTA_MODE = 0, 1, 2
 
@@ -99,7 +99,7 @@ def _period_start(unit: Unit, local: datetime) -> datetime:
         day = day.replace(day=1)
     elif unit is Unit.YEAR:
         day = day.replace(month=1, day=1)
-    return _normalise(day)
+    return day
 
 
 def _next_start(unit: Unit, start: datetime) -> datetime:
@@ -111,10 +111,4 @@ def _next_start(unit: Unit, start: datetime) -> datetime:
         nxt = start.replace(year=start.year + start.month // 12, month=start.month % 12 + 1)
     else:
         nxt = start.replace(year=start.year + 1)
-    return _normalise(nxt.replace(hour=0, minute=0, second=0, microsecond=0))
-
-
-def _normalise(local: datetime) -> datetime:
-    """Wall-clock arithmetic in a zone: re-attach the zone so DST offsets are right for that day."""
-    assert local.tzinfo is not None
-    return datetime.fromtimestamp(local.replace(tzinfo=None).replace(tzinfo=local.tzinfo).timestamp(), local.tzinfo)
+    return nxt.replace(hour=0, minute=0, second=0, microsecond=0)

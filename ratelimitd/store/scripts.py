@@ -51,4 +51,4 @@ def refund_script() -> str:
 
 
 def script_sha(text: str) -> str:
-    return hashlib.sha1(text.encode()).hexdigest()
+    return hashlib.sha1(text.encode(), usedforsecurity=False).hexdigest()  # Redis names scripts by SHA-1
