@@ -4,9 +4,10 @@ become labels unless a rule says `detailed_metric: true`: callers cannot grow th
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Histogram, multiprocess
 
 from ratelimitd.config.rules import Rule
 
@@ -69,6 +70,14 @@ class Metrics:
         )
         self.admin_denied = Counter("ratelimitd_admin_unauthenticated", "admin calls without a valid token", registry=r)
         self._children: dict[tuple[str, str], RuleCounters] = {}
+
+    def exposition_registry(self) -> CollectorRegistry:
+        """What /metrics shows: this registry, or the sum over all workers in multiprocess mode."""
+        if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            merged = CollectorRegistry()
+            multiprocess.MultiProcessCollector(merged)  # type: ignore[no-untyped-call]
+            return merged
+        return self.registry
 
     def rule(self, rule: Rule, values: tuple[str, ...] = ()) -> RuleCounters:
         """Counters of one rule; with detailed_metric, of one rule and descriptor values."""

@@ -26,6 +26,7 @@ from ratelimitd.config.loader import load_config
 from ratelimitd.config.reloader import ConfigReloader
 from ratelimitd.engine.admin import AdminOps
 from ratelimitd.engine.engine import ConfigHolder, Engine, EngineOptions
+from ratelimitd.engine.local_cache import OverLimitCache
 from ratelimitd.metrics import Metrics
 from ratelimitd.settings import Settings
 from ratelimitd.store.coalescer import Coalescer
@@ -101,10 +102,17 @@ class Service:
         store = connect(url, timeout=s.store_timeout)
         coalescer = Coalescer(store.evaluate, timeout=s.store_timeout, max_batch=s.max_batch, metrics=metrics)
         options = EngineOptions(failure_mode_deny=s.failure_mode == "deny", response_headers=s.response_headers)
-        engine = Engine(holder, coalescer.submit, KeyEncoder(s.key_prefix, s.hash_values), options, metrics)
+        engine = Engine(
+            holder,
+            coalescer.submit,
+            KeyEncoder(s.key_prefix, s.hash_values),
+            options,
+            metrics,
+            OverLimitCache(s.local_cache_size),
+        )
 
         limits = [("grpc.max_receive_message_length", s.max_message_bytes)]
-        server = grpc.aio.server(options=limits)
+        server = grpc.aio.server(options=[*limits, ("grpc.so_reuseport", 1)])
         envoy_face = EnvoyRateLimitService(engine, s.expose_store_time)
         add_unary_methods(
             server,
@@ -148,7 +156,7 @@ class Service:
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         host, port = split_hostport(s.http_listen)
-        await web.TCPSite(runner, host, port, ssl_context=http_ssl_context(s)).start()
+        await web.TCPSite(runner, host, port, ssl_context=http_ssl_context(s), reuse_port=s.workers > 1).start()
 
         if not await store.ping():
             log.warning("store at %s does not answer yet; failure mode applies until it does", redact(url))
@@ -212,8 +220,16 @@ def redact(url: str) -> str:
     return url
 
 
-def serve(settings: Settings) -> int:
+def serve_one(settings: Settings) -> int:
     import uvloop
 
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         return runner.run(Service(settings).run())
+
+
+def serve(settings: Settings) -> int:
+    if settings.workers > 1:
+        from ratelimitd.workers import run_workers
+
+        return run_workers(settings)
+    return serve_one(settings)

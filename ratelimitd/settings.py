@@ -31,6 +31,8 @@ class Settings:
     admin_token_file: str | None = None
     admin_listen: str | None = None
     watch_config: bool = True
+    workers: int = max(1, os.cpu_count() or 1)
+    local_cache_size: int = 100_000
 
 
 def env_name(flag: str) -> str:
@@ -91,6 +93,8 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
         default=env_default("watch-config", "1") not in ("0", "false", "no", "off"),
         help="do not reload the config when its files change (SIGHUP still reloads)",
     )
+    _flag(p, "workers", "processes sharing the listeners (SO_REUSEPORT); default: the number of cores")
+    _flag(p, "local-cache-size", "keys remembered as over their limit until their reset (0: off)")
     _flag(p, "expose-store-time", "send decision order (store time:seq) as trailing metadata ratelimitd-store-order")
 
 

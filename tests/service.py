@@ -37,6 +37,7 @@ class ServiceProcess:
             "--http-listen",
             f"127.0.0.1:{self.http_port}",
             *(["--redis-url", redis_url] if redis_url else []),
+            *([] if "--workers" in extra else ["--workers", "1"]),
             *extra,
         ]
         self.env = {**os.environ, **(env or {})}

@@ -164,7 +164,7 @@ def make_app(engine: Engine, is_healthy: Callable[[], bool], max_body: int = MAX
         return decision_response(decision)
 
     async def metrics(_: web.Request) -> web.Response:
-        body = generate_latest(engine.metrics.registry)
+        body = generate_latest(engine.metrics.exposition_registry())
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def forward_auth(request: web.Request) -> web.Response:

@@ -41,6 +41,7 @@ class AdminOps:
     async def reset(self, domain: str, d: Descriptor) -> bool:
         rule, key = self._resolve(domain, d)
         existed = await self.store.delete(key)
+        self.engine.local_cache.discard(key)  # this worker's; other workers' entries end at the reset time
         log.warning("admin reset of %s/%s (key existed: %s)", domain, rule.stats_key, existed)
         return existed
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from functools import lru_cache
@@ -12,6 +13,7 @@ from ratelimitd.config.loader import Config, Domain
 from ratelimitd.config.matcher import match
 from ratelimitd.config.rules import Rule
 from ratelimitd.engine.decision import UNLIMITED_REMAINING, Code, Decision, Status
+from ratelimitd.engine.local_cache import OverLimitCache
 from ratelimitd.engine.request import Descriptor, LimitOverride, Request, validate
 from ratelimitd.metrics import Metrics
 from ratelimitd.store.checks import ENFORCED, QUOTA_MODE, SHADOW, Check, CheckBatch, build_check
@@ -56,12 +58,14 @@ class Engine:
         keys: KeyEncoder,
         options: EngineOptions,
         metrics: Metrics | None = None,
+        local_cache: OverLimitCache | None = None,
     ) -> None:
         self.config = config
         self.submit = submit
         self.keys = keys
         self.options = options
         self.metrics = metrics or Metrics()
+        self.local_cache = local_cache if local_cache is not None else OverLimitCache(0)
         self._store_down = False
         self.on_store_recovered: Callable[[], None] | None = None
 
@@ -87,6 +91,8 @@ class Engine:
         replaced = {name for _, rule, _ in matched for name in rule.replaces}
         checks: list[Check] = []
         checked: list[Checked] = []
+        cached_over: list[tuple[Checked, float]] = []
+        cache = self.local_cache if self.local_cache.max_entries > 0 else None
         for i, rule, values in matched:
             if rule.name is not None and rule.name in replaced:
                 continue
@@ -96,10 +102,16 @@ class Engine:
             mode = SHADOW if rule.shadow_mode else QUOTA_MODE if rule.quota_mode else ENFORCED
             key = self.keys.key(self.keys.rule_part(rule.domain, rule.ident), values)
             cost = req.cost_of(req.descriptors[i])
+            if cache is not None and mode == ENFORCED and (left := cache.remaining(key)) > 0:
+                cached_over.append(((i, rule, values, cost), left))
+                continue
             checks.append(build_check(rule, key, cost, mode))
             checked.append((i, rule, values, cost))
+        if cached_over:
+            return self._from_cache(statuses, cached_over)
         if not checks:
             return Decision(Code.OK, statuses)
+        sent_at = time.monotonic()
         try:
             now_us, seq, results = await self.submit(CheckBatch(tuple(checks), req.dry_run))
         except StoreUnavailable as err:
@@ -109,6 +121,11 @@ class Engine:
             log.warning("store reachable again; normal decisions resumed")
             if self.on_store_recovered is not None:
                 self.on_store_recovered()
+        if cache is not None:
+            for (_, _, _, cost), check, r in zip(checked, checks, results, strict=True):
+                exhausted = not r.admitted and r.remaining == 0 and r.retry_after_us > 0
+                if exhausted and cost <= 1 and check.args[2] == ENFORCED:
+                    cache.put(check.key, sent_at + r.retry_after_us / 1e6)
         decision = self._decide(statuses, checked, results)
         decision.store_order = (now_us, seq)
         return decision
@@ -139,6 +156,19 @@ class Engine:
                 enforced_over = True
         over = enforced_over or (quota_total > 0 and quota_over == quota_total)
         decision = Decision(Code.OVER_LIMIT if over else Code.OK, statuses)
+        if self.options.response_headers:
+            decision.headers = self._headers(statuses)
+        return decision
+
+    def _from_cache(self, statuses: list[Status], cached: list[tuple[Checked, float]]) -> Decision:
+        """A cached key over its limit denies the whole request: nothing is charged, the store is not asked.
+        Descriptors not looked at carry no current_limit."""
+        for (i, rule, values, cost), left in cached:
+            self.metrics.record(rule, values, cost, False, 0, from_cache=True)
+            s = statuses[i]
+            s.code, s.rule, s.remaining = Code.OVER_LIMIT, rule, 0
+            s.reset_after_us = s.retry_after_us = int(left * 1e6)
+        decision = Decision(Code.OVER_LIMIT, statuses)
         if self.options.response_headers:
             decision.headers = self._headers(statuses)
         return decision

@@ -42,8 +42,14 @@ def still_serving(svc: ServiceProcess) -> None:
 
 text = st.text(max_size=300)
 entries = st.lists(st.tuples(text, text), max_size=20)
-descs = st.lists(st.tuples(entries, st.one_of(st.none(), st.integers(0, 2**64 - 1)),
-                           st.one_of(st.none(), st.tuples(st.integers(0, 2**32 - 1), st.integers(0, 7)))), max_size=70)
+descs = st.lists(
+    st.tuples(
+        entries,
+        st.one_of(st.none(), st.integers(0, 2**64 - 1)),
+        st.one_of(st.none(), st.tuples(st.integers(0, 2**32 - 1), st.integers(0, 7))),
+    ),
+    max_size=70,
+)
 
 
 @settings(max_examples=100_000 if DEEP else 150)
@@ -56,7 +62,7 @@ def test_generated_requests(service: ServiceProcess, domain: str, ds, hits: int)
         service.stub().ShouldRateLimit(req, timeout=5)
     except grpc.RpcError as err:
         assert err.code() in ALLOWED, (err.code(), err.details())
-        assert "Traceback" not in (err.details() or "") and "File \"" not in (err.details() or "")
+        assert "Traceback" not in (err.details() or "") and 'File "' not in (err.details() or "")
 
 
 def test_raw_malformed_bytes(service: ServiceProcess) -> None:

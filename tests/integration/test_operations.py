@@ -174,8 +174,9 @@ def test_admin_api(tmp_path: Path, default_redis: EmbeddedRedis) -> None:
         customer = uuid.uuid4().hex
         svc.check("ops", [("plan", customer)], hits=2)
         assert svc.check("ops", [("plan", customer)]).overall_code == RLS.OVER_LIMIT
-        topped = stub.AdjustQuota(pb.AdjustQuotaRequest(domain="ops", descriptor=_desc(plan=customer), delta=5),
-                                  metadata=auth)
+        topped = stub.AdjustQuota(
+            pb.AdjustQuotaRequest(domain="ops", descriptor=_desc(plan=customer), delta=5), metadata=auth
+        )
         assert topped.state.remaining == 5
         assert svc.check("ops", [("plan", customer)], hits=5).overall_code == RLS.OK
         assert svc.check("ops", [("plan", customer)]).overall_code == RLS.OVER_LIMIT
@@ -200,8 +201,7 @@ def test_admin_api(tmp_path: Path, default_redis: EmbeddedRedis) -> None:
         svc.stop()
 
 
-def test_admin_is_off_by_default_and_can_live_on_its_own_listener(tmp_path: Path,
-                                                                   default_redis: EmbeddedRedis) -> None:
+def test_admin_is_off_by_default_and_can_live_on_its_own_listener(tmp_path: Path, default_redis: EmbeddedRedis) -> None:
     (tmp_path / "ops.yaml").write_text(limit_config(3))
     svc = ServiceProcess(tmp_path, default_redis.url).start()
     try:
@@ -213,14 +213,18 @@ def test_admin_is_off_by_default_and_can_live_on_its_own_listener(tmp_path: Path
     from ratelimitd.store.embedded import free_port
 
     admin_port = free_port()
-    svc = ServiceProcess(tmp_path, default_redis.url, "--admin-listen", f"127.0.0.1:{admin_port}",
-                         "--admin-token", "sep-token").start()
+    svc = ServiceProcess(
+        tmp_path, default_redis.url, "--admin-listen", f"127.0.0.1:{admin_port}", "--admin-token", "sep-token"
+    ).start()
     try:
         with pytest.raises(grpc.RpcError) as err:
             _admin_stub(svc.target).ListConfig(pb.ListConfigRequest(), timeout=5)
         assert err.value.code() == grpc.StatusCode.UNIMPLEMENTED  # not on the main listener
-        rules = _admin_stub(f"127.0.0.1:{admin_port}").ListConfig(
-            pb.ListConfigRequest(), metadata=(("authorization", "Bearer sep-token"),), timeout=5).rules
+        rules = (
+            _admin_stub(f"127.0.0.1:{admin_port}")
+            .ListConfig(pb.ListConfigRequest(), metadata=(("authorization", "Bearer sep-token"),), timeout=5)
+            .rules
+        )
         assert len(rules) == 3
     finally:
         svc.stop()
@@ -234,11 +238,13 @@ def test_tls_and_mutual_tls(tmp_path: Path, default_redis: EmbeddedRedis) -> Non
     svc.healthy = lambda: _https_ok(svc, certs)  # type: ignore[method-assign]
     svc.start()
     try:
+
         def channel(cert: Path | None, key: Path | None) -> grpc.Channel:
             creds = grpc.ssl_channel_credentials(
                 root_certificates=certs.ca.read_bytes(),
                 private_key=key.read_bytes() if key else None,
-                certificate_chain=cert.read_bytes() if cert else None)
+                certificate_chain=cert.read_bytes() if cert else None,
+            )
             return grpc.secure_channel(svc.target, creds)
 
         req = pb.CheckRequest(domain="ops", descriptors=[_desc(user=uuid.uuid4().hex)])
@@ -265,3 +271,28 @@ def _https_ok(svc: ServiceProcess, certs) -> bool:  # type: ignore[no-untyped-de
             return bool(r.status == 200)
     except OSError:
         return False
+
+
+def test_workers_share_the_port_and_the_counters(tmp_path: Path, default_redis: EmbeddedRedis) -> None:
+    (tmp_path / "ops.yaml").write_text(limit_config(50))
+    svc = ServiceProcess(tmp_path, default_redis.url, "--workers", "2").start()
+    try:
+        wait_for(lambda: svc.log_text().count("serving gRPC") == 2, 10, "both workers serving")
+        user = uuid.uuid4().hex
+        channels = [grpc.insecure_channel(svc.target) for _ in range(8)]  # connections spread over workers
+        from envoy.service.ratelimit.v3 import rls_pb2, rls_pb2_grpc
+
+        remaining = []
+        for ch in channels * 3:
+            req = rls_pb2.RateLimitRequest(domain="ops", descriptors=[descriptor([("user", user)])])
+            remaining.append(
+                rls_pb2_grpc.RateLimitServiceStub(ch).ShouldRateLimit(req, timeout=5).statuses[0].limit_remaining
+            )
+        assert sorted(remaining, reverse=True) == list(range(49, 49 - 24, -1))  # one shared counter
+        assert (
+            metric(metrics_text(svc), "ratelimit_service_rate_limit_total_hits_total", domain="ops", key="user") == 24
+        )
+        for ch in channels:
+            ch.close()
+    finally:
+        assert svc.stop() == 0

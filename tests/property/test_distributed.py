@@ -88,7 +88,11 @@ def fleet(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
     try:
         for i in range(INSTANCES):
             env = {"RATELIMITD_TEST_CLOCK_OFFSET": "3600"} if i == INSTANCES - 1 else {}
-            services.append(ServiceProcess(path, url, "--expose-store-time", "--store-timeout", "2", env=env).start())
+            services.append(
+                ServiceProcess(
+                    path, url, "--expose-store-time", "--store-timeout", "2", "--local-cache-size", "0", env=env
+                ).start()
+            )
         yield Fleet(services, client, path)
     finally:
         for s in services:
