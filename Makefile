@@ -11,7 +11,7 @@ ENVOY_STAMP := $(ENVOY_VENV)/.installed-stamp
 
 
 .PHONY: audit
-.PHONY: install run test lint unit test-deep bench bench-quick clean proto e2e-deps nginx
+.PHONY: install run test lint unit test-deep bench bench-quick bench-deps clean proto e2e-deps nginx
 
 install: $(STAMP)
 
@@ -63,6 +63,25 @@ unit: install
 
 test-deep: install
 	RATELIMITD_DEEP=1 $(BIN)/pytest -q tests/property
+
+# Benchmarks: h2load from Debian's nghttp2-client, `limits` and matplotlib from the bench extra.
+BENCH_STAMP := $(VENV)/.bench-stamp
+$(BENCH_STAMP): $(STAMP)
+	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[dev,bench]'
+	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps 'limits>=5'
+	touch $@
+
+bench-deps: $(BENCH_STAMP)
+	@command -v h2load >/dev/null 2>&1 || { \
+	  if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nghttp2-client) >/dev/null 2>&1; \
+	  fi; command -v h2load >/dev/null 2>&1 || { echo "h2load (nghttp2-client) is required"; exit 1; }; }
+
+bench: bench-deps
+	$(BIN)/python -m benchmarks.run
+
+bench-quick: bench-deps
+	$(BIN)/python -m benchmarks.run --quick
 
 # Regenerate the native API's Python code (committed, so installs need no code generator).
 proto: install

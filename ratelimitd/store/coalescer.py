@@ -38,8 +38,12 @@ class Coalescer:
         max_in_flight: int = 2,
         max_queue: int = 10_000,
         metrics: Metrics | None = None,
+        linger: float = 0.0005,
     ) -> None:
         self._metrics = metrics
+        # Linger only under load (several requests waiting or every call slot busy); zero when idle.
+        self._linger = linger
+        self._last_batch = 0
         self._run = run
         self._timeout = timeout
         self._max_batch = max_batch
@@ -71,6 +75,8 @@ class Coalescer:
     async def _drain(self) -> None:
         try:
             while self._queue:
+                if self._linger and len(self._queue) < self._max_batch and self._busy():
+                    await asyncio.sleep(self._linger)  # under load: let the batch fill a little
                 batch = [item for item in self._queue[: self._max_batch] if not item[1].done()]
                 del self._queue[: self._max_batch]
                 if batch:
@@ -78,13 +84,17 @@ class Coalescer:
         finally:
             self._in_flight -= 1
 
+    def _busy(self) -> bool:
+        return self._last_batch > 1 or len(self._queue) > 1 or self._in_flight >= self._max_in_flight
+
     async def _send(self, batch: list[tuple[CheckBatch, asyncio.Future[Answer]]]) -> None:
         self.batches += 1
         self.batched_requests += len(batch)
+        self._last_batch = len(batch)
         started = time.perf_counter()
         err: Exception | None = None
         try:
-            result = await asyncio.wait_for(self._run([checks for checks, _ in batch]), self._timeout)
+            result = await self._run([checks for checks, _ in batch])
         except TimeoutError:
             err = StoreUnavailable("store timeout")
         except Exception as e:

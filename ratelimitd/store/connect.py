@@ -34,7 +34,13 @@ def _hosts(netloc: str) -> tuple[str | None, str | None, list[tuple[str, int]]]:
 
 def connect(url: str, timeout: float = 0.05, max_connections: int = 64) -> RedisStore:
     scheme = url.split("://", 1)[0].lower()
-    common: dict[str, Any] = {"socket_connect_timeout": max(timeout, 0.5), "health_check_interval": 0}
+    # Requests are answered at their own deadline (the coalescer's timers); the socket timeout only bounds a
+    # hung call so its connection returns to the pool.
+    common: dict[str, Any] = {
+        "socket_connect_timeout": max(timeout, 0.5),
+        "socket_timeout": max(4 * timeout, 0.25),
+        "health_check_interval": 0,
+    }
     if scheme in ("redis+cluster", "rediss+cluster"):
         parts = urlsplit(url)
         user, password, hosts = _hosts(parts.netloc)

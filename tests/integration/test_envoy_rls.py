@@ -159,12 +159,18 @@ def test_statuses_follow_request_order(service: ServiceProcess, uid: str) -> Non
 
 
 def test_all_or_nothing_across_descriptors(service: ServiceProcess, uid: str) -> None:
-    service.check("test", [("key1", uid)], hits=3)  # exhaust key1
+    service.check("test", [("key1", uid)], hits=2)
+    # key1 has 1 left: a request needing 2 of it is denied, and its other descriptor is not charged
+    r = service.check("test", [("hour", uid)], descriptor([("key1", uid)], hits=2))
+    assert r.overall_code == RLS.OVER_LIMIT
+    assert r.statuses[0].code == RLS.OK and r.statuses[0].limit_remaining == 10  # nothing consumed
+    assert r.statuses[1].code == RLS.OVER_LIMIT
+    service.check("test", [("key1", uid)])  # exhaust key1 (now answered from the local cache too)
     for _ in range(4):
         r = service.check("test", [("hour", uid)], [("key1", uid)])
-        assert r.overall_code == RLS.OVER_LIMIT
-        assert r.statuses[0].code == RLS.OK and r.statuses[0].limit_remaining == 10  # nothing consumed
-        assert r.statuses[1].code == RLS.OVER_LIMIT
+        assert r.overall_code == RLS.OVER_LIMIT and r.statuses[1].code == RLS.OVER_LIMIT
+        assert r.statuses[0].code == RLS.OK
+    assert service.check("test", descriptor([("hour", uid)], hits=0)).statuses[0].limit_remaining == 10
 
 
 def test_quota_mode_over_only_when_all_quota_descriptors_over(service: ServiceProcess, uid: str) -> None:

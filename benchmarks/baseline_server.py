@@ -1,0 +1,99 @@
+"""The ceiling: the fastest bare Python gRPC server for Envoy's ShouldRateLimit on this machine.
+
+It decodes the real RateLimitRequest and returns a fixed OK RateLimitResponse, nothing else.
+Flavours: grpc.aio on uvloop, or the sync grpc.server with a thread pool; N processes share the port
+(SO_REUSEPORT). Usage: python -m benchmarks.baseline_server --port P [--flavour aio|sync] [--procs N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import multiprocessing as mp
+import signal
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import grpc
+from envoy.service.ratelimit.v3 import rls_pb2
+
+METHOD = "ShouldRateLimit"
+SERVICE = "envoy.service.ratelimit.v3.RateLimitService"
+OK = rls_pb2.RateLimitResponse(overall_code=rls_pb2.RateLimitResponse.OK)
+OPTIONS = [("grpc.so_reuseport", 1)]
+
+
+def _handler(fn: Any) -> grpc.GenericRpcHandler:
+    method = grpc.unary_unary_rpc_method_handler(
+        fn,
+        request_deserializer=rls_pb2.RateLimitRequest.FromString,
+        response_serializer=rls_pb2.RateLimitResponse.SerializeToString,
+    )
+    return grpc.method_handlers_generic_handler(SERVICE, {METHOD: method})
+
+
+def run_aio(port: int) -> None:
+    import uvloop
+
+    async def should_rate_limit(request: rls_pb2.RateLimitRequest, context: Any) -> rls_pb2.RateLimitResponse:
+        for d in request.descriptors:  # touch the decoded request, as a real handler must
+            _ = d.entries[0].value if d.entries else None
+        return OK
+
+    async def main() -> None:
+        server = grpc.aio.server(options=OPTIONS)
+        server.add_generic_rpc_handlers((_handler(should_rate_limit),))
+        server.add_insecure_port(f"127.0.0.1:{port}")
+        await server.start()
+        stop = asyncio.Event()
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+        await stop.wait()
+        await server.stop(0)
+
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(main())
+
+
+def run_sync(port: int) -> None:
+    def should_rate_limit(request: rls_pb2.RateLimitRequest, context: Any) -> rls_pb2.RateLimitResponse:
+        for d in request.descriptors:
+            _ = d.entries[0].value if d.entries else None
+        return OK
+
+    server = grpc.server(ThreadPoolExecutor(max_workers=16), options=OPTIONS)
+    server.add_generic_rpc_handlers((_handler(should_rate_limit),))
+    server.add_insecure_port(f"127.0.0.1:{port}")
+    server.start()
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    stop.wait()
+    server.stop(0)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--port", type=int, required=True)
+    p.add_argument("--flavour", choices=("aio", "sync"), default="aio")
+    p.add_argument("--procs", type=int, default=1)
+    a = p.parse_args()
+    target = run_aio if a.flavour == "aio" else run_sync
+    if a.procs == 1:
+        target(a.port)
+        return
+    ctx = mp.get_context("spawn")
+    procs = [ctx.Process(target=target, args=(a.port,)) for _ in range(a.procs)]
+    for proc in procs:
+        proc.start()
+
+    def stop(*_: object) -> None:
+        for pr in procs:
+            pr.terminate()
+
+    signal.signal(signal.SIGTERM, stop)
+    for proc in procs:
+        proc.join()
+
+
+if __name__ == "__main__":
+    main()

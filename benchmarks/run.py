@@ -1,0 +1,409 @@
+"""Side-by-side throughput and latency of Envoy RLS ShouldRateLimit servers, measured in one run.
+
+(a) bare Python gRPC servers (the ceiling), (b) ratelimitd with its fast path off (one Redis call per
+request, no local cache), (c) ratelimitd as shipped, (d) the `limits` library in-process. One load
+generator for all: h2load (C, pre-encoded gRPC frames), several request bodies in parallel so several key
+sets are hit. Writes benchmarks/results/<mode>.json, .md and .png.
+
+    python -m benchmarks.run [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import signal
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psutil
+import redis
+from envoy.extensions.common.ratelimit.v3 import ratelimit_pb2
+from envoy.service.ratelimit.v3 import rls_pb2
+
+from ratelimitd.store.embedded import EmbeddedRedis, free_port
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+PATH = "/envoy.service.ratelimit.v3.RateLimitService/ShouldRateLimit"
+
+
+def bodies() -> list[bytes]:
+    """A realistic mix: 1-3 descriptors per request, many under their limits, one always over."""
+
+    def req(*descs: list[tuple[str, str]]) -> bytes:
+        msg = rls_pb2.RateLimitRequest(domain="bench")
+        for entries in descs:
+            msg.descriptors.append(
+                ratelimit_pb2.RateLimitDescriptor(
+                    entries=[ratelimit_pb2.RateLimitDescriptor.Entry(key=k, value=v) for k, v in entries]
+                )
+            )
+        data: bytes = msg.SerializeToString()
+        return b"\x00" + struct.pack(">I", len(data)) + data
+
+    return [
+        req([("api_key", "key-1")]),
+        req([("remote_address", "10.0.0.2"), ("path", "/search")], [("api_key", "key-2")]),
+        req([("tenant", "t-3")], [("api_key", "key-3")], [("remote_address", "10.0.0.3"), ("path", "/a")]),
+        req([("api_key", "key-4")], [("abuser", "10.6.6.6")]),
+    ]
+
+
+@dataclass
+class Point:
+    variant: str
+    inflight: int
+    checks_per_s: float
+    p50_ms: float
+    p99_ms: float
+    p999_ms: float
+    errors: int
+    script_calls_per_check: float | None = None
+    socket_reads_per_check: float | None = None
+    cpu_s_per_1000: float | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def h2load(port: int, inflight: int, seconds: float, tmp: Path) -> tuple[int, list[float], int]:
+    """Run h2load processes in parallel (one per body); return (requests, latencies ms, non-200)."""
+    bs = bodies()
+    procs_n = min(len(bs), inflight)
+    per = [inflight // procs_n + (1 if i < inflight % procs_n else 0) for i in range(procs_n)]
+    procs = []
+    for i in range(procs_n):
+        body = tmp / f"body{i}.bin"
+        body.write_bytes(bs[i])
+        log = tmp / f"h2load{i}.log"
+        log.unlink(missing_ok=True)
+        streams = per[i]
+        clients = 1 if streams <= 16 else max(1, streams // 16)
+        cmd = [
+            "h2load",
+            "-t",
+            "1",
+            "-c",
+            str(clients),
+            "-m",
+            str(max(1, streams // clients)),
+            "-D",
+            str(max(1, round(seconds))),
+            "-H",
+            "content-type: application/grpc",
+            "-H",
+            "te: trailers",
+            "-d",
+            str(body),
+            f"--log-file={log}",
+            f"http://127.0.0.1:{port}{PATH}",
+        ]
+        procs.append((subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True), log))
+    latencies: list[float] = []
+    non200 = 0
+    for proc, log in procs:
+        out, _ = proc.communicate(timeout=seconds + 60)
+        if proc.returncode != 0:
+            raise RuntimeError(f"h2load failed: {out[-2000:]}")
+        for line in log.read_text().splitlines():
+            parts = line.split("\t")
+            if len(parts) >= 3:
+                latencies.append(int(parts[2]) / 1000)
+                non200 += parts[1] != "200"
+    return len(latencies), sorted(latencies), non200
+
+
+def pct(values: list[float], p: float) -> float:
+    return values[min(len(values) - 1, int(p * len(values)))] if values else float("nan")
+
+
+def tree_cpu(pid: int) -> float:
+    total = 0.0
+    try:
+        root = psutil.Process(pid)
+        for proc in [root, *root.children(recursive=True)]:
+            t = proc.cpu_times()
+            total += t.user + t.system
+    except psutil.Error:
+        pass
+    return total
+
+
+def redis_counters(client: redis.Redis) -> tuple[int, int]:
+    stats = client.info("commandstats")
+    scripts = sum(int(v["calls"]) for k, v in stats.items() if k in ("cmdstat_evalsha", "cmdstat_eval"))
+    return scripts, int(client.info("stats")["total_reads_processed"])
+
+
+def wait_port(port: int, timeout: float = 30) -> None:
+    import socket
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise RuntimeError(f"port {port} never opened")
+
+
+def ratelimitd_errors(http_port: int) -> int:
+    text = urllib.request.urlopen(f"http://127.0.0.1:{http_port}/metrics", timeout=5).read().decode()
+    errs = 0
+    for name in ("ratelimitd_failure_mode_decisions_total", "ratelimitd_invalid_requests_total"):
+        errs += int(sum(float(m) for m in re.findall(rf"^{name}{{[^}}]*}} (\S+)$", text, re.M)))
+    return errs
+
+
+def run_variant(
+    name: str,
+    cmd: list[str],
+    port: int,
+    inflights: list[int],
+    seconds: float,
+    tmp: Path,
+    rclient: redis.Redis | None,
+    http_port: int | None,
+    env: dict[str, str] | None = None,
+) -> list[Point]:
+    proc = subprocess.Popen(
+        cmd,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, **(env or {})},
+        start_new_session=True,
+    )
+    points = []
+    try:
+        wait_port(port)
+        time.sleep(1.0)
+        h2load(port, 8, 1.0, tmp)  # warm-up: connections, scripts, caches
+        for n in inflights:
+            r0 = redis_counters(rclient) if rclient else None
+            cpu0 = tree_cpu(proc.pid)
+            count, lat, non200 = h2load(port, n, seconds, tmp)
+            cpu = tree_cpu(proc.pid) - cpu0
+            point = Point(
+                name,
+                n,
+                count / seconds,
+                pct(lat, 0.5),
+                pct(lat, 0.99),
+                pct(lat, 0.999),
+                non200,
+                cpu_s_per_1000=cpu / count * 1000 if count else None,
+            )
+            if rclient and r0:
+                s1, reads1 = redis_counters(rclient)
+                point.script_calls_per_check = (s1 - r0[0]) / count
+                point.socket_reads_per_check = (reads1 - r0[1]) / count
+            points.append(point)
+            print(
+                f"  {name:28s} inflight={n:4d} {point.checks_per_s:9.0f}/s p50={point.p50_ms:.2f}ms "
+                f"p99={point.p99_ms:.2f}ms calls/check={point.script_calls_per_check}",
+                flush=True,
+            )
+        if http_port:
+            errs = ratelimitd_errors(http_port)
+            for p in points:
+                p.errors += errs
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+    return points
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--workers", type=int, default=os.cpu_count() or 2)
+    ap.add_argument("--only", default="abcd", help="which variants to run, e.g. 'ac'")
+    args = ap.parse_args()
+    if not shutil.which("h2load"):
+        print("h2load not found: `make bench` installs Debian's nghttp2-client", file=sys.stderr)
+        return 1
+    inflights = [1, 8, 128] if args.quick else [1, 8, 32, 128, 256]
+    seconds = 3.0 if args.quick else 8.0
+    mode = "quick" if args.quick else "full"
+    w = args.workers
+    py = sys.executable
+    server = EmbeddedRedis().start()
+    rclient = redis.Redis.from_url(server.url)
+    config = str(ROOT / "benchmarks" / "config" / "bench.yaml")
+    points: list[Point] = []
+    with tempfile.TemporaryDirectory() as tmpdir:
+        tmp = Path(tmpdir)
+        baselines = [("a: bare grpc.aio x1", "aio", 1), (f"a: bare grpc.aio x{w}", "aio", w)]
+        if not args.quick:
+            baselines += [("a: bare sync grpc x1", "sync", 1), (f"a: bare sync grpc x{w}", "sync", w)]
+        try:
+            for label, flavour, procs in baselines if "a" in args.only else []:
+                port = free_port()
+                points += run_variant(
+                    label,
+                    [
+                        py,
+                        "-m",
+                        "benchmarks.baseline_server",
+                        "--port",
+                        str(port),
+                        "--flavour",
+                        flavour,
+                        "--procs",
+                        str(procs),
+                    ],
+                    port,
+                    inflights,
+                    seconds,
+                    tmp,
+                    None,
+                    None,
+                )
+            for label, extra in (
+                (f"b: ratelimitd fast path off x{w}", ["--max-batch", "1", "--local-cache-size", "0"]),
+                (f"c: ratelimitd x{w}", []),
+            ):
+                port, http_port = free_port(), free_port()
+                if label[0] not in args.only:
+                    continue
+                rclient.flushall()
+                cmd = [
+                    py,
+                    "-m",
+                    "ratelimitd",
+                    "serve",
+                    "--config",
+                    config,
+                    "--redis-url",
+                    server.url,
+                    "--grpc-listen",
+                    f"127.0.0.1:{port}",
+                    "--http-listen",
+                    f"127.0.0.1:{http_port}",
+                    "--workers",
+                    str(w),
+                    "--log-level",
+                    "warning",
+                    *extra,
+                ]
+                points += run_variant(label, cmd, port, inflights, seconds, tmp, rclient, http_port)
+            from benchmarks.limits_inprocess import measure
+
+            d = measure(server.url, seconds) if "d" in args.only else None
+            if d is None:
+                raise _Skip
+            points.append(
+                Point("d: limits in-process x1", 1, d["checks_per_s"], d["p50_ms"], d["p99_ms"], d["p999_ms"], 0)
+            )
+            print(f"  d: limits in-process         {d['checks_per_s']:9.0f}/s p50={d['p50_ms']:.2f}ms", flush=True)
+        except _Skip:
+            pass
+        finally:
+            server.close()
+    report(points, mode if args.only == "abcd" else f"{mode}-{args.only}", w)
+    return 0
+
+
+class _Skip(Exception):
+    pass
+
+
+def best(points: list[Point], prefix: str, inflight: int) -> Point | None:
+    cands = [p for p in points if p.variant.startswith(prefix) and p.inflight == inflight]
+    return max(cands, key=lambda p: p.checks_per_s) if cands else None
+
+
+def report(points: list[Point], mode: str, workers: int) -> None:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    top = max(p.inflight for p in points)
+    a, b, c, d = (best(points, x, top) for x in ("a:", "b:", "c:", "d:"))
+    if d is None:
+        d = next((p for p in points if p.variant.startswith("d:")), None)
+    headline: dict[str, Any] = {"inflight": top, "workers": workers}
+    if a and c:
+        headline["c_over_a"] = c.checks_per_s / a.checks_per_s
+    if b and c:
+        headline["c_over_b"] = c.checks_per_s / b.checks_per_s
+    if c and d:
+        headline["c_over_d"] = c.checks_per_s / d.checks_per_s
+    if c:
+        headline["c_script_calls_per_check"] = c.script_calls_per_check
+    c1, c8 = best(points, "c:", 1), best(points, "c:", 8)
+    if c1:
+        headline["c_p50_ms_inflight_1"] = c1.p50_ms
+    if c8:
+        headline["c_p99_ms_inflight_8"] = c8.p99_ms
+    doc = {
+        "mode": mode,
+        "cpus": os.cpu_count(),
+        "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "headline": headline,
+        "points": [asdict(p) for p in points],
+    }
+    (RESULTS / f"{mode}.json").write_text(json.dumps(doc, indent=2))
+    lines = [
+        f"# Benchmark ({mode}, {os.cpu_count()} CPUs, {doc['when']})",
+        "",
+        "| variant | in flight | checks/s | p50 ms | p99 ms | p99.9 ms | script calls/check | socket reads/check "
+        "| CPU s/1000 | errors |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+
+    def f(x: float | None, spec: str) -> str:
+        return "" if x is None else format(x, spec)
+
+    for p in points:
+        lines.append(
+            f"| {p.variant} | {p.inflight} | {p.checks_per_s:.0f} | {p.p50_ms:.2f} | {p.p99_ms:.2f} | "
+            f"{p.p999_ms:.2f} | {f(p.script_calls_per_check, '.3f')} | {f(p.socket_reads_per_check, '.3f')} "
+            f"| {f(p.cpu_s_per_1000, '.3f')} | {p.errors} |"
+        )
+    lines += [
+        "",
+        "Headline (at the highest in-flight count): "
+        + ", ".join(f"{k} = {v:.3f}" if isinstance(v, float) else f"{k} = {v}" for k, v in headline.items()),
+    ]
+    (RESULTS / f"{mode}.md").write_text("\n".join(lines) + "\n")
+    plot(points, RESULTS / f"{mode}.png")
+    print("\n".join(lines))
+
+
+def plot(points: list[Point], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.5))
+    for variant in sorted({p.variant for p in points}):
+        ps = sorted((p for p in points if p.variant == variant), key=lambda p: p.inflight)
+        if len(ps) < 2:
+            continue
+        xs = [p.inflight for p in ps]
+        ax1.plot(xs, [p.checks_per_s for p in ps], marker="o", label=variant)
+        ax2.plot(xs, [p.p99_ms for p in ps], marker="o", label=variant)
+    for ax, title in ((ax1, "checks/s"), (ax2, "p99 latency (ms)")):
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("requests in flight")
+        ax.set_title(title)
+        ax.grid(True, alpha=0.3)
+    ax2.set_yscale("log")
+    ax1.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
