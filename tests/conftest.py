@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import AsyncIterator, Iterator
 
@@ -30,6 +31,19 @@ def _flavours() -> list[str]:
 
 
 SERVER_FLAVOURS = _flavours()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_leaked_servers() -> Iterator[None]:
+    """Whatever a failing test left running (servers, services, gateways) is stopped at the end."""
+    yield
+    import psutil
+
+    leftovers = psutil.Process().children(recursive=True)
+    for proc in leftovers:
+        with contextlib.suppress(psutil.Error):
+            proc.kill()
+    psutil.wait_procs(leftovers, timeout=5)
 
 
 @pytest.fixture(scope="session", params=SERVER_FLAVOURS)

@@ -8,7 +8,6 @@ import time
 import grpc
 from envoy.config.core.v3 import base_pb2
 from envoy.service.ratelimit.v3 import rls_pb2, rls_pb2_grpc
-from google.protobuf import duration_pb2
 
 from ratelimitd.api.grpc_util import Malformed
 from ratelimitd.config.units import Unit
@@ -41,12 +40,8 @@ def decode(msg: rls_pb2.RateLimitRequest) -> Request:
     return Request(msg.domain, tuple(descriptors), msg.hits_addend)
 
 
-def _duration(us: int) -> duration_pb2.Duration:
-    # Whole seconds, rounded up, like envoyproxy/ratelimit: Envoy's headers print seconds.
-    return duration_pb2.Duration(seconds=max(0, -(-us // 1_000_000)))
-
-
 def encode(decision: Decision) -> rls_pb2.RateLimitResponse:
+    # duration_until_reset is whole seconds rounded up, like envoyproxy/ratelimit: Envoy's headers print seconds.
     resp = rls_pb2.RateLimitResponse(overall_code=int(decision.code))
     for s in decision.statuses:
         st = resp.statuses.add(code=int(s.code), limit_remaining=s.remaining)
@@ -55,7 +50,7 @@ def encode(decision: Decision) -> rls_pb2.RateLimitResponse:
             st.current_limit.unit = int(s.rule.unit)
             if s.rule.name:
                 st.current_limit.name = s.rule.name
-            st.duration_until_reset.CopyFrom(_duration(s.reset_after_us))
+            st.duration_until_reset.seconds = max(0, -(-s.reset_after_us // 1_000_000))
     for name, value in decision.headers:
         resp.response_headers_to_add.append(base_pb2.HeaderValue(key=name, value=value))
     return resp

@@ -47,9 +47,21 @@ def _resolution(units: int, window_us: int) -> int:
     raise ValueError("limit too large for its window")  # the config validator rules this out
 
 
-@lru_cache(maxsize=65536)
+_STATIC: dict[str, tuple[int, int, int, int, int]] = {}
+
+
 def static_args(rule: Rule) -> tuple[int, int, int, int, int]:
-    """(algorithm id, limit, p1, p2, p3) of a rule; p4 is unused except by quotas."""
+    """(algorithm id, limit, p1, p2, p3) of a rule; p4 is unused except by quotas. Cached by the rule's
+    identity string (which holds every field that matters), whose hash Python keeps."""
+    found = _STATIC.get(rule.ident)
+    if found is None:
+        if len(_STATIC) > 100_000:
+            _STATIC.clear()
+        found = _STATIC[rule.ident] = _compute_static_args(rule)
+    return found
+
+
+def _compute_static_args(rule: Rule) -> tuple[int, int, int, int, int]:
     alg = ALGORITHM_IDS[rule.algorithm]
     window_us = rule.window_seconds * _US
     n = rule.requests_per_unit

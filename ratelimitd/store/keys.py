@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import binascii
 import hashlib
+from functools import lru_cache
 from urllib.parse import quote
 
 
+@lru_cache(maxsize=65536)
 def _esc(part: str) -> str:
+    """Percent-escape everything but [A-Za-z0-9_.~-]; cached, since the same values recur request after request."""
     return quote(part, safe="")
 
 

@@ -30,10 +30,12 @@ def service(tmp_path_factory: pytest.TempPathFactory, default_redis: EmbeddedRed
         "  - key: '*'\n    value: '*'\n    rate_limit: {unit: second, requests_per_unit: 5}\n"
     )
     svc = ServiceProcess(d, default_redis.url, "--max-message-bytes", "65536").start()
-    yield svc
-    assert svc.proc is not None and svc.proc.poll() is None, "the service died"
-    assert "Traceback" not in svc.log_text()
-    assert svc.stop() == 0
+    try:
+        yield svc
+        assert svc.proc is not None and svc.proc.poll() is None, "the service died"
+        assert "Traceback" not in svc.log_text()
+    finally:
+        assert svc.stop() == 0
 
 
 def still_serving(svc: ServiceProcess) -> None:

@@ -95,9 +95,9 @@ def fleet(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
             )
         yield Fleet(services, client, path)
     finally:
-        for s in services:
-            assert s.stop() == 0
+        codes = [s.stop() for s in services]
         store.close()
+        assert codes == [0] * len(services)
 
 
 @dataclass(frozen=True)
