@@ -22,6 +22,10 @@ from ratelimitd.store.redis_store import CheckResult, StoreUnavailable
 
 log = logging.getLogger(__name__)
 
+# A cached denial is re-checked with the store at least this often, so an admin reset or quota top-up
+# reaches every worker within a second while a hot abuser still costs one store call per second per worker.
+LOCAL_CACHE_MAX_SECONDS = 1.0
+
 # (index of the request descriptor, its rule, the values that identify its counter, its cost)
 Checked = tuple[int, Rule, tuple[str, ...], int]
 Submit = Callable[[CheckBatch], Awaitable[tuple[int, int, list[CheckResult]]]]
@@ -125,7 +129,7 @@ class Engine:
             for (_, _, _, cost), check, r in zip(checked, checks, results, strict=True):
                 exhausted = not r.admitted and r.remaining == 0 and r.retry_after_us > 0
                 if exhausted and cost <= 1 and check.args[2] == ENFORCED:
-                    cache.put(check.key, sent_at + r.retry_after_us / 1e6)
+                    cache.put(check.key, sent_at + min(r.retry_after_us / 1e6, LOCAL_CACHE_MAX_SECONDS))
         decision = self._decide(statuses, checked, results)
         decision.store_order = (now_us, seq)
         return decision

@@ -1,8 +1,8 @@
 """Keys known to be over their limit until a known time, answered without a store call.
 
 Made safe, unlike envoyproxy/ratelimit's: only a denial of a cost-1 (or peek) request with nothing
-remaining is cached, and only until the store said one unit would fit again (retry_after), so a
-cached answer is exactly what the store would say; an admit is never cached. The Redis key embeds the
+remaining is cached, and only until the store said one unit would fit again (retry_after) and at most
+one second (so admin resets and top-ups reach every worker quickly); an admit is never cached. The Redis key embeds the
 rule's limit and unit, so a reloaded, changed rule never hits a stale entry.
 """
 

@@ -61,9 +61,9 @@ def _keys_in_different_slots() -> tuple[str, str]:
 
 def test_cross_slot_request_is_all_or_nothing(service: ServiceProcess) -> None:
     user, ip = _keys_in_different_slots()
-    service.check("c", [("ip", ip)], hits=2)  # exhaust the ip limit
+    service.check("c", [("ip", ip)])  # one of two left: a request needing 2 of it is denied by the store
     for _ in range(5):
-        r = service.check("c", [("user", user)], [("ip", ip)], [("tb", user)])
+        r = service.check("c", [("user", user)], descriptor([("ip", ip)], hits=2), [("tb", user)])
         assert r.overall_code == RLS.OVER_LIMIT
         assert r.statuses[0].code == RLS.OK and r.statuses[0].limit_remaining == 3
         assert r.statuses[2].limit_remaining == 5
