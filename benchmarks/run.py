@@ -338,7 +338,8 @@ def best(points: list[Point], prefix: str, inflight: int) -> Point | None:
 
 def report(points: list[Point], mode: str, workers: int) -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
-    top = max(p.inflight for p in points)
+    inflights = {p.inflight for p in points}
+    top = 128 if 128 in inflights else max(inflights)  # the targets are stated at 128 in flight
     a, b, c, d = (best(points, x, top) for x in ("a:", "b:", "c:", "d:"))
     if d is None:
         d = next((p for p in points if p.variant.startswith("d:")), None)
@@ -383,7 +384,7 @@ def report(points: list[Point], mode: str, workers: int) -> None:
         )
     lines += [
         "",
-        "Headline (at the highest in-flight count): "
+        "Headline (128 in flight; ratios of decided checks/s): "
         + ", ".join(f"{k} = {v:.3f}" if isinstance(v, float) else f"{k} = {v}" for k, v in headline.items()),
     ]
     (RESULTS / f"{mode}.md").write_text("\n".join(lines) + "\n")

@@ -7,6 +7,20 @@ import logging
 import sys
 import time
 
+# Fields a log call may attach with `extra={...}`; they become keys of the JSON line.
+EXTRA_FIELDS = ("request_id", "api", "domain", "code", "peer")
+
+
+def request_id(metadata: object) -> str | None:
+    """The caller's request id from gRPC metadata (`x-request-id`, as Envoy and most proxies send it)."""
+    try:
+        for key, value in metadata or ():  # type: ignore[attr-defined]
+            if key in ("x-request-id", "request-id"):
+                return str(value)[:128]
+    except (TypeError, ValueError):
+        return None
+    return None
+
 
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
@@ -16,6 +30,10 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "msg": record.getMessage(),
         }
+        for extra in EXTRA_FIELDS:
+            value = getattr(record, extra, None)
+            if value is not None:
+                event[extra] = value
         if record.exc_info:
             event["exc"] = self.formatException(record.exc_info)
         return json.dumps(event, ensure_ascii=False)

@@ -14,6 +14,7 @@ from ratelimitd.config.units import Unit
 from ratelimitd.engine.decision import Decision
 from ratelimitd.engine.engine import Engine
 from ratelimitd.engine.request import Descriptor, InvalidRequest, LimitOverride, Request
+from ratelimitd.logs import request_id
 
 log = logging.getLogger(__name__)
 
@@ -76,10 +77,23 @@ class EnvoyRateLimitService(rls_pb2_grpc.RateLimitServiceServicer):  # type: ign
             self._invalid.inc()
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(err))
         except Exception:
-            log.exception("unexpected error while deciding")
+            log.exception(
+                "unexpected error while deciding",
+                extra={"api": "envoy", "request_id": request_id(context.invocation_metadata())},
+            )
             await context.abort(grpc.StatusCode.INTERNAL, "internal error")
         if self.expose_store_time:
             now_us, seq = decision.store_order
             context.set_trailing_metadata(((STORE_ORDER_METADATA, f"{now_us}:{seq}"),))
         self._latency.observe(time.perf_counter() - started)
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug(
+                "decided",
+                extra={
+                    "api": "envoy",
+                    "domain": request.domain,
+                    "code": decision.code.name,
+                    "request_id": request_id(context.invocation_metadata()),
+                },
+            )
         return encode(decision)

@@ -12,6 +12,7 @@ from ratelimitd.api.grpc_util import Malformed
 from ratelimitd.engine.decision import Code, Decision, Status
 from ratelimitd.engine.engine import Engine
 from ratelimitd.engine.request import Descriptor, InvalidRequest, Request
+from ratelimitd.logs import request_id
 from ratelimitd.v1 import ratelimitd_pb2 as pb
 from ratelimitd.v1 import ratelimitd_pb2_grpc as pb_grpc
 
@@ -77,7 +78,20 @@ class RateLimiterService(pb_grpc.RateLimiterServicer):  # type: ignore[misc]
             self._invalid.inc()
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(err))
         except Exception:
-            log.exception("unexpected error while deciding")
+            log.exception(
+                "unexpected error while deciding",
+                extra={"api": "native", "request_id": request_id(context.invocation_metadata())},
+            )
             await context.abort(grpc.StatusCode.INTERNAL, "internal error")
         self._latency.observe(time.perf_counter() - started)
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug(
+                "decided",
+                extra={
+                    "api": "native",
+                    "domain": request.domain,
+                    "code": decision.code.name,
+                    "request_id": request_id(context.invocation_metadata()),
+                },
+            )
         return encode(decision)

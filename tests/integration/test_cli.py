@@ -90,3 +90,49 @@ def test_check_unreachable_target_exits_1() -> None:
 def test_check_rejects_malformed_descriptor() -> None:
     r = ratelimitd("check", "--domain", "api", "--descriptor", "novalue")
     assert r.returncode == 2 and "key=value" in r.stderr
+
+
+def test_config_explain_names_rule_algorithm_and_key() -> None:
+    r = ratelimitd(
+        "config", "explain", str(EXAMPLES), "--domain", "api", "--descriptor", "remote_address=10.0.0.1,path=/login"
+    )
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["rule"]["name"] == "login-attempts" and out["rule"]["algorithm"] == "sliding_log"
+    assert out["rule"]["unit_multiplier"] == 5 and out["redis_key"].startswith("rl:{api|")
+    assert out["redis_key"].endswith("|10.0.0.1|%2Flogin}")
+    nothing = json.loads(
+        ratelimitd("config", "explain", str(EXAMPLES), "--domain", "api", "--descriptor", "nope=x").stdout
+    )
+    assert nothing["match"] is None
+
+
+def test_config_schema_validates_the_examples() -> None:
+    r = ratelimitd("config", "schema")
+    assert r.returncode == 0
+    schema = json.loads(r.stdout)
+    assert schema["properties"]["domain"]["type"] == "string"
+    rl = schema["$defs"]["RateLimitModel"]["properties"]
+    assert set(rl["algorithm"]["enum"]) == {"fixed_window", "token_bucket", "sliding_window", "sliding_log", "quota"}
+    assert schema["$defs"]["DescriptorModel"]["additionalProperties"] is False
+
+
+def test_config_diff(tmp_path: Path) -> None:
+    old, new = tmp_path / "old", tmp_path / "new"
+    old.mkdir()
+    new.mkdir()
+    (old / "d.yaml").write_text(
+        "domain: d\ndescriptors:\n  - {key: a, rate_limit: {unit: second, requests_per_unit: 1}}\n"
+        "  - {key: b, rate_limit: {unit: second, requests_per_unit: 1}}\n"
+    )
+    (new / "d.yaml").write_text(
+        "domain: d\ndescriptors:\n  - {key: a, rate_limit: {unit: second, requests_per_unit: 2}}\n"
+        "  - {key: c, rate_limit: {unit: hour, requests_per_unit: 1, algorithm: sliding_log}}\n"
+    )
+    r = ratelimitd("config", "diff", str(old), str(new))
+    assert r.returncode == 3
+    assert "- d.b: 1 per second, fixed_window" in r.stdout
+    assert "+ d.c: 1 per hour, sliding_log" in r.stdout
+    assert "~ d.a: 1 per second, fixed_window\n  -> d.a: 2 per second, fixed_window" in r.stdout
+    same = ratelimitd("config", "diff", str(old), str(old))
+    assert same.returncode == 0 and "no differences" in same.stdout

@@ -296,3 +296,43 @@ def test_workers_share_the_port_and_the_counters(tmp_path: Path, default_redis: 
             ch.close()
     finally:
         assert svc.stop() == 0
+
+
+def test_structured_logs_carry_request_ids(tmp_path: Path, default_redis: EmbeddedRedis) -> None:
+    (tmp_path / "ops.yaml").write_text(limit_config(3))
+    svc = ServiceProcess(tmp_path, default_redis.url, "--log-level", "debug").start()
+    try:
+        from envoy.service.ratelimit.v3 import rls_pb2
+
+        req = rls_pb2.RateLimitRequest(domain="ops", descriptors=[descriptor([("user", uuid.uuid4().hex)])])
+        svc.stub().ShouldRateLimit(req, metadata=(("x-request-id", "req-42"),), timeout=5)
+        time.sleep(0.2)
+        events = [json.loads(line) for line in svc.log_text().splitlines() if line.startswith("{")]
+        assert all({"ts", "level", "logger", "msg"} <= e.keys() for e in events)
+        decided = [e for e in events if e.get("request_id") == "req-42"]
+        assert decided and decided[0]["msg"] == "decided" and decided[0]["code"] == "OK"
+    finally:
+        svc.stop()
+
+
+def test_info_level_has_no_per_request_lines(tmp_path: Path, default_redis: EmbeddedRedis) -> None:
+    (tmp_path / "ops.yaml").write_text(limit_config(3))
+    svc = ServiceProcess(tmp_path, default_redis.url).start()
+    try:
+        lines_before = len(svc.log_text().splitlines())
+        for _ in range(20):
+            svc.check("ops", [("user", uuid.uuid4().hex)])
+        assert len(svc.log_text().splitlines()) - lines_before <= 1  # at most the one-time script load
+    finally:
+        svc.stop()
+
+
+def test_eviction_policy_warning(tmp_path: Path) -> None:
+    (tmp_path / "ops.yaml").write_text(limit_config(3))
+    server = EmbeddedRedis(extra_args=("--maxmemory-policy", "allkeys-lru")).start()
+    svc = ServiceProcess(tmp_path, server.url).start()
+    try:
+        assert "maxmemory-policy is 'allkeys-lru', not 'noeviction'" in svc.log_text()
+    finally:
+        svc.stop()
+        server.close()

@@ -48,3 +48,26 @@ def test_wrong_password_fails_open_and_says_why(tmp_path: Path) -> None:
     finally:
         svc.stop()
         server.close()
+
+
+def test_rediss_tls_with_acl_user(tmp_path: Path) -> None:
+    from tests.certs import make_certs
+    from tests.tls_proxy import TlsProxy
+
+    (tmp_path / "a.yaml").write_text(CONFIG)
+    certs = make_certs(tmp_path)
+    server = EmbeddedRedis(
+        extra_args=("--user", "default", "off", "--user", "tls-user", "on", ">tls-s3cret", "~*", "+@all")
+    ).start()
+    proxy = TlsProxy(server.port, certs.server_cert, certs.server_key).start()
+    url = f"rediss://tls-user:tls-s3cret@127.0.0.1:{proxy.port}/0?ssl_ca_certs={certs.ca}"
+    svc = ServiceProcess(tmp_path, url).start()
+    try:
+        u = uuid.uuid4().hex
+        assert svc.check("a", [("u", u)]).statuses[0].limit_remaining == 0  # a real decision, over TLS
+        assert svc.check("a", [("u", u)]).overall_code == RLS.OVER_LIMIT
+        assert "s3cret" not in svc.log_text()
+    finally:
+        svc.stop()
+        proxy.stop()
+        server.close()
