@@ -49,6 +49,6 @@ class ConfigReloader:
     async def watch(self, stop: asyncio.Event) -> None:
         root = self.path if self.path.is_dir() else self.path.parent
         async for _ in awatch(
-            root, watch_filter=self._relevant, debounce=100, step=20, stop_event=stop, recursive=False
+            root, watch_filter=self._relevant, debounce=100, step=50, stop_event=stop, recursive=False
         ):
             self.reload("file change")
