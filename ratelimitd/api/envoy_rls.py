@@ -2,21 +2,15 @@
 
 from __future__ import annotations
 
-import logging
-import time
-
 import grpc
 from envoy.config.core.v3 import base_pb2
 from envoy.service.ratelimit.v3 import rls_pb2, rls_pb2_grpc
 
-from ratelimitd.api.grpc_util import Malformed
+from ratelimitd.api.grpc_face import GrpcFace
 from ratelimitd.config.units import Unit
 from ratelimitd.engine.decision import Decision
 from ratelimitd.engine.engine import Engine
 from ratelimitd.engine.request import Descriptor, InvalidRequest, LimitOverride, Request
-from ratelimitd.logs import request_id
-
-log = logging.getLogger(__name__)
 
 SERVICE_NAME = "envoy.service.ratelimit.v3.RateLimitService"
 # trailing metadata "<store time us>:<position in the store call>", with --expose-store-time
@@ -59,41 +53,14 @@ def encode(decision: Decision) -> rls_pb2.RateLimitResponse:
 
 class EnvoyRateLimitService(rls_pb2_grpc.RateLimitServiceServicer):  # type: ignore[misc]
     def __init__(self, engine: Engine, expose_store_time: bool = False) -> None:
-        self.engine = engine
-        self._latency = engine.metrics.request_latency.labels("envoy")
-        self._invalid = engine.metrics.invalid_requests.labels("envoy")
+        self.face = GrpcFace(engine, "envoy")
         self.expose_store_time = expose_store_time
 
     async def ShouldRateLimit(
         self, request: rls_pb2.RateLimitRequest, context: grpc.aio.ServicerContext
     ) -> rls_pb2.RateLimitResponse:
-        started = time.perf_counter()
-        if isinstance(request, Malformed):
-            self._invalid.inc()
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.reason)
-        try:
-            decision = await self.engine.check(decode(request))
-        except InvalidRequest as err:
-            self._invalid.inc()
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(err))
-        except Exception:
-            log.exception(
-                "unexpected error while deciding",
-                extra={"api": "envoy", "request_id": request_id(context.invocation_metadata())},
-            )
-            await context.abort(grpc.StatusCode.INTERNAL, "internal error")
+        decision = await self.face.decide(request, context, decode)
         if self.expose_store_time:
             now_us, seq = decision.store_order
             context.set_trailing_metadata(((STORE_ORDER_METADATA, f"{now_us}:{seq}"),))
-        self._latency.observe(time.perf_counter() - started)
-        if log.isEnabledFor(logging.DEBUG):
-            log.debug(
-                "decided",
-                extra={
-                    "api": "envoy",
-                    "domain": request.domain,
-                    "code": decision.code.name,
-                    "request_id": request_id(context.invocation_metadata()),
-                },
-            )
         return encode(decision)

@@ -2,21 +2,15 @@
 
 from __future__ import annotations
 
-import logging
-import time
-
 import grpc
 from google.protobuf import duration_pb2
 
-from ratelimitd.api.grpc_util import Malformed
+from ratelimitd.api.grpc_face import GrpcFace
 from ratelimitd.engine.decision import Code, Decision, Status
 from ratelimitd.engine.engine import Engine
 from ratelimitd.engine.request import Descriptor, InvalidRequest, Request
-from ratelimitd.logs import request_id
 from ratelimitd.v1 import ratelimitd_pb2 as pb
 from ratelimitd.v1 import ratelimitd_pb2_grpc as pb_grpc
-
-log = logging.getLogger(__name__)
 
 
 def decode_descriptor(d: pb.Descriptor) -> Descriptor:
@@ -63,35 +57,7 @@ def encode(decision: Decision) -> pb.CheckResponse:
 
 class RateLimiterService(pb_grpc.RateLimiterServicer):  # type: ignore[misc]
     def __init__(self, engine: Engine) -> None:
-        self.engine = engine
-        self._latency = engine.metrics.request_latency.labels("native")
-        self._invalid = engine.metrics.invalid_requests.labels("native")
+        self.face = GrpcFace(engine, "native")
 
     async def Check(self, request: pb.CheckRequest, context: grpc.aio.ServicerContext) -> pb.CheckResponse:
-        started = time.perf_counter()
-        if isinstance(request, Malformed):
-            self._invalid.inc()
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.reason)
-        try:
-            decision = await self.engine.check(decode(request))
-        except InvalidRequest as err:
-            self._invalid.inc()
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(err))
-        except Exception:
-            log.exception(
-                "unexpected error while deciding",
-                extra={"api": "native", "request_id": request_id(context.invocation_metadata())},
-            )
-            await context.abort(grpc.StatusCode.INTERNAL, "internal error")
-        self._latency.observe(time.perf_counter() - started)
-        if log.isEnabledFor(logging.DEBUG):
-            log.debug(
-                "decided",
-                extra={
-                    "api": "native",
-                    "domain": request.domain,
-                    "code": decision.code.name,
-                    "request_id": request_id(context.invocation_metadata()),
-                },
-            )
-        return encode(decision)
+        return encode(await self.face.decide(request, context, decode))

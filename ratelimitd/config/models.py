@@ -108,12 +108,7 @@ class DescriptorModel(_Strict):
             raise ValueError("descriptor has empty key")
         if self.share_threshold and "*" not in (self.value or ""):
             raise ValueError("share_threshold can only be used with a wildcard value")
-        seen: set[tuple[str, str]] = set()
-        for child in self.descriptors:
-            ident = (child.key, child.value or "")
-            if ident in seen:
-                raise ValueError(f"duplicate descriptor composite key '{_composite(child)}'")
-            seen.add(ident)
+        _no_duplicate_siblings(self.descriptors, "")
         return self
 
 
@@ -148,14 +143,16 @@ class DomainModel(_Strict):
     def _check(self) -> DomainModel:
         if not self.domain:
             raise ValueError("config file cannot have empty domain")
-        seen: set[tuple[str, str]] = set()
-        for child in self.descriptors:
-            ident = (child.key, child.value or "")
-            if ident in seen:
-                raise ValueError(f"duplicate descriptor composite key '{self.domain}.{_composite(child)}'")
-            seen.add(ident)
+        _no_duplicate_siblings(self.descriptors, f"{self.domain}.")
         return self
 
 
-def _composite(d: DescriptorModel) -> str:
-    return f"{d.key}_{d.value}" if d.value else d.key
+def _no_duplicate_siblings(children: list[DescriptorModel], prefix: str) -> None:
+    """Two siblings with the same key and value are an error, with envoyproxy/ratelimit's wording."""
+    seen: set[tuple[str, str]] = set()
+    for child in children:
+        ident = (child.key, child.value or "")
+        if ident in seen:
+            composite = f"{child.key}_{child.value}" if child.value else child.key
+            raise ValueError(f"duplicate descriptor composite key '{prefix}{composite}'")
+        seen.add(ident)
