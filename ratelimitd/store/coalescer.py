@@ -85,7 +85,7 @@ class Coalescer:
             self._in_flight -= 1
 
     def _busy(self) -> bool:
-        return self._last_batch > 1 or len(self._queue) > 1 or self._in_flight >= self._max_in_flight
+        return self._last_batch > 1 or len(self._queue) > 1
 
     async def _send(self, batch: list[tuple[CheckBatch, asyncio.Future[Answer]]]) -> None:
         self.batches += 1

@@ -16,6 +16,7 @@ import redis.asyncio as aioredis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.sentinel import Sentinel
 
+from ratelimitd.store.fast_client import FastRedis
 from ratelimitd.store.redis_store import RedisStore
 
 
@@ -65,4 +66,9 @@ def connect(url: str, timeout: float = 0.05, max_connections: int = 64) -> Redis
         )
         return RedisStore(sentinel.master_for(path[0], max_connections=max_connections), timeout)
     pool = aioredis.BlockingConnectionPool.from_url(url, max_connections=max_connections, timeout=None, **common)
-    return RedisStore(aioredis.Redis(connection_pool=pool), timeout)
+    hot = (
+        FastRedis(url, connect_timeout=max(timeout, 0.5), reply_timeout=max(4 * timeout, 0.25))
+        if scheme == "redis"
+        else None
+    )
+    return RedisStore(aioredis.Redis(connection_pool=pool), timeout, hot=hot)

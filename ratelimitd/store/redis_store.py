@@ -103,8 +103,9 @@ class Script:
 
 
 class RedisStore:
-    def __init__(self, client: Any, timeout: float = 0.05, cluster: bool = False) -> None:
+    def __init__(self, client: Any, timeout: float = 0.05, cluster: bool = False, hot: Any = None) -> None:
         self.client = client
+        self.hot = hot if hot is not None else client  # the client for script calls (see fast_client.py)
         self.timeout = timeout
         self.cluster = cluster
         self.batch = Script(batch_script())
@@ -121,7 +122,7 @@ class RedisStore:
 
     async def _call(self, requests: Sequence[CheckBatch], now_us: int | None) -> BatchResult:
         keys, args = encode_batch(requests, now_us)
-        return decode_batch(await self.batch(self.client, keys, args), requests)
+        return decode_batch(await self.batch(self.hot, keys, args), requests)
 
     async def _evaluate_by_slot(self, requests: Sequence[CheckBatch], now_us: int | None) -> BatchResult:
         # Split every request into per-slot parts, and send each slot's parts as one call.
@@ -215,4 +216,6 @@ class RedisStore:
         return None
 
     async def close(self) -> None:
+        if self.hot is not self.client:
+            self.hot.close()
         await self.client.aclose()
