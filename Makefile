@@ -62,7 +62,7 @@ unit: install
 	$(BIN)/pytest -q tests/unit
 
 test-deep: install
-	RATELIMITD_DEEP=1 $(BIN)/pytest -q tests/property
+	RATELIMITD_DEEP=1 $(BIN)/pytest -q tests/property tests/integration/test_fuzz.py
 
 # Benchmarks: h2load from Debian's nghttp2-client, `limits` and matplotlib from the bench extra.
 BENCH_STAMP := $(VENV)/.bench-stamp
