@@ -52,8 +52,6 @@ class Coalescer:
         self._queue: list[tuple[CheckBatch, asyncio.Future[Answer]]] = []
         self._in_flight = 0
         self._drains: set[asyncio.Task[None]] = set()
-        self.batches = 0
-        self.batched_requests = 0
 
     async def submit(self, checks: CheckBatch) -> Answer:
         if len(self._queue) >= self._max_queue:
@@ -88,8 +86,6 @@ class Coalescer:
         return self._last_batch > 1 or len(self._queue) > 1
 
     async def _send(self, batch: list[tuple[CheckBatch, asyncio.Future[Answer]]]) -> None:
-        self.batches += 1
-        self.batched_requests += len(batch)
         self._last_batch = len(batch)
         started = time.perf_counter()
         err: Exception | None = None
