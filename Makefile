@@ -78,6 +78,7 @@ bench-deps: $(BENCH_STAMP)
 	  fi; command -v h2load >/dev/null 2>&1 || { echo "h2load (nghttp2-client) is required"; exit 1; }; }
 
 bench: bench-deps
+	$(BIN)/python -m benchmarks.store_clients
 	$(BIN)/python -m benchmarks.run
 
 bench-quick: bench-deps
