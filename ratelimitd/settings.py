@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 import os
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
 from typing import Any
 
 
@@ -12,6 +13,7 @@ from typing import Any
 class Settings:
     config: str
     redis_url: str | None = None
+    redis_url_file: str | None = None
     grpc_listen: str = "127.0.0.1:8081"
     http_listen: str = "127.0.0.1:8080"
     store_timeout: float = 0.05
@@ -69,6 +71,7 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
         "redis://, rediss://, redis+cluster://h:p[,h:p] or redis+sentinel://h:p[,h:p]/master; "
         "omitted: start an embedded server",
     )
+    _flag(p, "redis-url-file", "read the store URL (with its credentials) from this file instead")
     _flag(p, "grpc-listen", "gRPC listener (Envoy RLS, health, reflection)")
     _flag(p, "http-listen", "HTTP listener (/healthz)")
     _flag(p, "store-timeout", "seconds a store call may take before the failure mode answers")
@@ -99,4 +102,8 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def settings_from_args(ns: argparse.Namespace) -> Settings:
-    return Settings(**{f.name: getattr(ns, f.name) for f in fields(Settings)})
+    settings = Settings(**{f.name: getattr(ns, f.name) for f in fields(Settings)})
+    if settings.redis_url_file:  # credentials kept out of argv and the environment
+        url = Path(settings.redis_url_file).read_text(encoding="utf-8").strip()
+        settings = replace(settings, redis_url=url or None)
+    return settings

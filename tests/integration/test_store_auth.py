@@ -36,6 +36,20 @@ def test_authenticated_store(tmp_path: Path, server_args: tuple[str, ...], crede
         server.close()
 
 
+def test_store_url_from_a_file(tmp_path: Path) -> None:
+    (tmp_path / "a.yaml").write_text(CONFIG)
+    server = EmbeddedRedis(extra_args=("--requirepass", "file-s3cret")).start()
+    url_file = tmp_path / "store-url"
+    url_file.write_text(f"redis://:file-s3cret@127.0.0.1:{server.port}/0\n")
+    svc = ServiceProcess(tmp_path / "a.yaml", None, "--redis-url-file", str(url_file)).start()
+    try:
+        assert svc.check("a", [("u", uuid.uuid4().hex)]).statuses[0].limit_remaining == 0  # a real decision
+        assert "s3cret" not in svc.log_text() and "embedded" not in svc.log_text()
+    finally:
+        svc.stop()
+        server.close()
+
+
 def test_wrong_password_fails_open_and_says_why(tmp_path: Path) -> None:
     (tmp_path / "a.yaml").write_text(CONFIG)
     server = EmbeddedRedis(extra_args=("--requirepass", "right-s3cret"))
