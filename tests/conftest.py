@@ -62,6 +62,16 @@ def default_redis() -> Iterator[EmbeddedRedis]:
     server.close()
 
 
+@pytest.fixture(scope="module", autouse=True)
+def clean_shared_redis(default_redis: EmbeddedRedis) -> Iterator[None]:
+    """Each test module leaves the shared server as it found it: empty (tests also use unique keys)."""
+    yield
+    import redis
+
+    with redis.Redis.from_url(default_redis.url) as client:
+        client.flushall()
+
+
 @pytest.fixture
 async def redis_client(redis_server: EmbeddedRedis) -> AsyncIterator[aioredis.Redis]:
     client = aioredis.Redis.from_url(redis_server.url)
