@@ -108,7 +108,7 @@ class Service:
             KeyEncoder(s.key_prefix, s.hash_values),
             options,
             metrics,
-            OverLimitCache(s.local_cache_size),
+            OverLimitCache(s.local_cache_size) if s.local_cache_size > 0 else None,
         )
 
         limits = [("grpc.max_receive_message_length", s.max_message_bytes)]

@@ -8,7 +8,7 @@ from envoy.service.ratelimit.v3 import rls_pb2, rls_pb2_grpc
 
 from ratelimitd.api.grpc_face import GrpcFace
 from ratelimitd.config.units import Unit
-from ratelimitd.engine.decision import Decision
+from ratelimitd.engine.decision import Decision, ceil_div
 from ratelimitd.engine.engine import Engine
 from ratelimitd.engine.request import Descriptor, InvalidRequest, LimitOverride, Request
 
@@ -22,9 +22,11 @@ def decode(msg: rls_pb2.RateLimitRequest) -> Request:
     for i, d in enumerate(msg.descriptors):
         override = None
         if d.HasField("limit"):
-            if d.limit.unit not in Unit._value2member_map_:
-                raise InvalidRequest(f"descriptors[{i}].limit.unit must be set to a known unit")
-            override = LimitOverride(d.limit.requests_per_unit, Unit(d.limit.unit))
+            try:
+                unit = Unit(d.limit.unit)
+            except ValueError:
+                raise InvalidRequest(f"descriptors[{i}].limit.unit must be set to a known unit") from None
+            override = LimitOverride(d.limit.requests_per_unit, unit)
         descriptors.append(
             Descriptor(
                 tuple((e.key, e.value) for e in d.entries),
@@ -45,7 +47,7 @@ def encode(decision: Decision) -> rls_pb2.RateLimitResponse:
             st.current_limit.unit = int(s.rule.unit)
             if s.rule.name:
                 st.current_limit.name = s.rule.name
-            st.duration_until_reset.seconds = max(0, -(-s.reset_after_us // 1_000_000))
+            st.duration_until_reset.seconds = ceil_div(s.reset_after_us, 1_000_000)
     for name, value in decision.headers:
         resp.response_headers_to_add.append(base_pb2.HeaderValue(key=name, value=value))
     return resp

@@ -13,7 +13,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ratelimitd.config.models import HttpDescriptorModel
-from ratelimitd.engine.decision import Code, Decision, Status
+from ratelimitd.engine.decision import Code, Decision, Status, ceil_div
 from ratelimitd.engine.engine import Engine
 from ratelimitd.engine.request import MAX_COST, Descriptor, InvalidRequest, Request
 
@@ -54,10 +54,6 @@ def _error_text(err: ValidationError) -> str:
     return "; ".join(parts)
 
 
-def _seconds(us: int) -> int:
-    return max(0, -(-us // 1_000_000))
-
-
 def status_json(s: Status) -> dict[str, object]:
     out: dict[str, object] = {"code": s.code.name}
     if s.rule is not None:
@@ -66,8 +62,8 @@ def status_json(s: Status) -> dict[str, object]:
             algorithm=s.rule.algorithm,
             limit=s.rule.requests_per_unit,
             remaining=s.remaining,
-            reset_after_ms=-(-s.reset_after_us // 1000),
-            retry_after_ms=None if s.retry_after_us < 0 else -(-s.retry_after_us // 1000),
+            reset_after_ms=ceil_div(s.reset_after_us, 1000),
+            retry_after_ms=None if s.retry_after_us < 0 else ceil_div(s.retry_after_us, 1000),
             shadow_denied=s.shadow_denied,
         )
     return out
@@ -81,19 +77,18 @@ def decision_response(decision: Decision, deny_status: int = 429) -> web.Respons
         "failure_mode": decision.store_failed,
     }
     headers: dict[str, str] = {}
-    limited = [(s, s.rule) for s in decision.statuses if s.rule is not None]
-    if limited:
-        s, rule = min(limited, key=lambda x: (x[0].code is not Code.OVER_LIMIT, x[0].remaining))
+    s = decision.closest_to_limit()
+    if s is not None and (rule := s.rule) is not None:
         name = (rule.name or rule.stats_key).replace('"', "")
         headers["RateLimit-Policy"] = f'"{name}";q={rule.requests_per_unit};w={rule.window_seconds}'
-        headers["RateLimit"] = f'"{name}";r={s.remaining};t={_seconds(s.reset_after_us)}'
+        headers["RateLimit"] = f'"{name}";r={s.remaining};t={ceil_div(s.reset_after_us, 1_000_000)}'
     status = 200
     if decision.code is Code.OVER_LIMIT:
         status = deny_status
         retry = decision.retry_after_us
-        body["retry_after_ms"] = None if retry < 0 else -(-retry // 1000)
+        body["retry_after_ms"] = None if retry < 0 else ceil_div(retry, 1000)
         if retry >= 0:
-            headers["Retry-After"] = str(_seconds(retry))
+            headers["Retry-After"] = str(ceil_div(retry, 1_000_000))
     return web.Response(status=status, text=json.dumps(body), content_type="application/json", headers=headers)
 
 

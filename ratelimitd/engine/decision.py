@@ -28,6 +28,11 @@ class Status:
     shadow_denied: bool = False
 
 
+def ceil_div(us: int, unit: int) -> int:
+    """Durations for callers round up (to ms or s): a client that waits that long is never early."""
+    return max(0, -(-us // unit))
+
+
 @dataclass(slots=True)
 class Decision:
     code: Code
@@ -46,3 +51,16 @@ class Decision:
         if any(r < 0 for r in denied):
             return -1
         return max(denied)
+
+    def closest_to_limit(self) -> Status | None:
+        """The status rate-limit headers describe, as envoyproxy/ratelimit picks it: the last non-quota
+        OVER_LIMIT one, else the one with the least remaining."""
+        chosen: Status | None = None
+        for s in self.statuses:
+            if s.rule is None:
+                continue
+            hard_over = s.code is Code.OVER_LIMIT and not s.rule.quota_mode
+            closer = chosen is None or (chosen.code is not Code.OVER_LIMIT and s.remaining < chosen.remaining)
+            if hard_over or closer:
+                chosen = s
+        return chosen

@@ -12,7 +12,7 @@ from functools import lru_cache
 from ratelimitd.config.loader import Config, Domain
 from ratelimitd.config.matcher import match
 from ratelimitd.config.rules import Rule
-from ratelimitd.engine.decision import UNLIMITED_REMAINING, Code, Decision, Status
+from ratelimitd.engine.decision import UNLIMITED_REMAINING, Code, Decision, Status, ceil_div
 from ratelimitd.engine.local_cache import OverLimitCache
 from ratelimitd.engine.request import Descriptor, LimitOverride, Request, validate
 from ratelimitd.metrics import Metrics
@@ -69,7 +69,7 @@ class Engine:
         self.keys = keys
         self.options = options
         self.metrics = metrics or Metrics()
-        self.local_cache = local_cache if local_cache is not None else OverLimitCache(0)
+        self.local_cache = local_cache  # None: off
         self._store_down = False
         self.on_store_recovered: Callable[[], None] | None = None
 
@@ -96,7 +96,7 @@ class Engine:
         checks: list[Check] = []
         checked: list[Checked] = []
         cached_over: list[tuple[Checked, float]] = []
-        cache = self.local_cache if self.local_cache.max_entries > 0 else None
+        cache = self.local_cache
         for i, rule, values in matched:
             if rule.name is not None and rule.name in replaced:
                 continue
@@ -161,7 +161,7 @@ class Engine:
         over = enforced_over or (quota_total > 0 and quota_over == quota_total)
         decision = Decision(Code.OVER_LIMIT if over else Code.OK, statuses)
         if self.options.response_headers:
-            decision.headers = self._headers(statuses)
+            decision.headers = self._headers(decision)
         return decision
 
     def _from_cache(self, statuses: list[Status], cached: list[tuple[Checked, float]]) -> Decision:
@@ -174,7 +174,7 @@ class Engine:
             s.reset_after_us = s.retry_after_us = int(left * 1e6)
         decision = Decision(Code.OVER_LIMIT, statuses)
         if self.options.response_headers:
-            decision.headers = self._headers(statuses)
+            decision.headers = self._headers(decision)
         return decision
 
     def _failure(self, statuses: list[Status], checked: list[Checked], err: Exception) -> Decision:
@@ -197,22 +197,13 @@ class Engine:
             s.retry_after_us = s.reset_after_us if self.options.failure_mode_deny else 0
         return Decision(code, statuses, store_failed=True)
 
-    def _headers(self, statuses: list[Status]) -> list[tuple[str, str]]:
-        """envoyproxy/ratelimit's choice: the last non-quota OVER_LIMIT status, else the least remaining."""
-        chosen: Status | None = None
-        for s in statuses:
-            if s.rule is None:
-                continue
-            hard_over = s.code is Code.OVER_LIMIT and not s.rule.quota_mode
-            closer = chosen is None or (chosen.code is not Code.OVER_LIMIT and s.remaining < chosen.remaining)
-            if hard_over or closer:
-                chosen = s
+    def _headers(self, decision: Decision) -> list[tuple[str, str]]:
+        chosen = decision.closest_to_limit()
         if chosen is None or chosen.rule is None:
             return []
         o = self.options
-        reset = -(-chosen.reset_after_us // 1_000_000)
         return [
             (o.header_limit, str(chosen.rule.requests_per_unit)),
             (o.header_remaining, str(chosen.remaining)),
-            (o.header_reset, str(max(reset, 0))),
+            (o.header_reset, str(ceil_div(chosen.reset_after_us, 1_000_000))),
         ]

@@ -29,8 +29,6 @@ class OverLimitCache:
         return left
 
     def put(self, key: str, until: float) -> None:
-        if self.max_entries <= 0:
-            return
         self._until[key] = until
         self._until.move_to_end(key)
         while len(self._until) > self.max_entries:
@@ -38,6 +36,3 @@ class OverLimitCache:
 
     def discard(self, key: str) -> None:
         self._until.pop(key, None)
-
-    def __len__(self) -> int:
-        return len(self._until)
