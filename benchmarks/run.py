@@ -232,12 +232,16 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 2)
     ap.add_argument("--only", default="abcd", help="which variants to run, e.g. 'ac'")
+    ap.add_argument("--inflight", default="", help="comma-separated in-flight levels instead of the mode's")
+    ap.add_argument("--seconds", type=float, default=0.0, help="seconds per point instead of the mode's")
     args = ap.parse_args()
     if not shutil.which("h2load"):
         print("h2load not found: `make bench` installs Debian's nghttp2-client", file=sys.stderr)
         return 1
     inflights = [1, 8, 128] if args.quick else [1, 8, 32, 128, 256]
-    seconds = 3.0 if args.quick else 8.0
+    if args.inflight:
+        inflights = [int(n) for n in args.inflight.split(",")]
+    seconds = args.seconds or (3.0 if args.quick else 8.0)
     mode = "quick" if args.quick else "full"
     w = args.workers
     py = sys.executable
@@ -323,7 +327,8 @@ def main() -> int:
             pass
         finally:
             server.close()
-    report(points, mode if args.only == "abcd" else f"{mode}-{args.only}", w)
+    partial = args.only != "abcd" or args.inflight or args.seconds
+    report(points, f"{mode}-{args.only}" if partial else mode, w)
     return 0
 
 

@@ -19,9 +19,11 @@ from grpc_reflection.v1alpha import reflection
 
 from ratelimitd.api.admin import AdminService, TokenCheck, add_admin_routes
 from ratelimitd.api.envoy_rls import SERVICE_NAME, EnvoyRateLimitService
+from ratelimitd.api.envoy_rls import decode as envoy_decode
 from ratelimitd.api.grpc_util import add_unary_methods
 from ratelimitd.api.http import make_app
 from ratelimitd.api.native import RateLimiterService
+from ratelimitd.api.native import decode as native_decode
 from ratelimitd.config.loader import load_config
 from ratelimitd.config.reloader import ConfigReloader
 from ratelimitd.engine.admin import AdminOps
@@ -100,7 +102,9 @@ class Service:
                 "no --redis-url given: started embedded %s on 127.0.0.1:%d", self.embedded.binary, self.embedded.port
             )
         store = connect(url, timeout=s.store_timeout)
-        coalescer = Coalescer(store.evaluate, timeout=s.store_timeout, max_batch=s.max_batch, metrics=metrics)
+        coalescer = Coalescer(
+            store.evaluate, timeout=s.store_timeout, max_batch=s.max_batch, metrics=metrics, linger=s.batch_linger
+        )
         options = EngineOptions(failure_mode_deny=s.failure_mode == "deny", response_headers=s.response_headers)
         engine = Engine(
             holder,
@@ -118,10 +122,14 @@ class Service:
             server,
             SERVICE_NAME,
             {"ShouldRateLimit": (envoy_face.ShouldRateLimit, rls_pb2.RateLimitRequest, rls_pb2.RateLimitResponse)},
+            {"ShouldRateLimit": envoy_decode},
         )
         native_face = RateLimiterService(engine)
         add_unary_methods(
-            server, NATIVE_SERVICE, {"Check": (native_face.Check, native_pb.CheckRequest, native_pb.CheckResponse)}
+            server,
+            NATIVE_SERVICE,
+            {"Check": (native_face.Check, native_pb.CheckRequest, native_pb.CheckResponse)},
+            {"Check": native_decode},
         )
         health_servicer = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

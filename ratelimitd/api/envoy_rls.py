@@ -7,6 +7,7 @@ from envoy.config.core.v3 import base_pb2
 from envoy.service.ratelimit.v3 import rls_pb2, rls_pb2_grpc
 
 from ratelimitd.api.grpc_face import GrpcFace
+from ratelimitd.api.grpc_util import Malformed
 from ratelimitd.config.units import Unit
 from ratelimitd.engine.decision import Decision, ceil_div
 from ratelimitd.engine.engine import Engine
@@ -59,9 +60,9 @@ class EnvoyRateLimitService(rls_pb2_grpc.RateLimitServiceServicer):  # type: ign
         self.expose_store_time = expose_store_time
 
     async def ShouldRateLimit(
-        self, request: rls_pb2.RateLimitRequest, context: grpc.aio.ServicerContext
+        self, request: Request | Malformed, context: grpc.aio.ServicerContext
     ) -> rls_pb2.RateLimitResponse:
-        decision = await self.face.decide(request, context, decode)
+        decision = await self.face.decide(request, context)
         if self.expose_store_time:
             now_us, seq = decision.store_order
             context.set_trailing_metadata(((STORE_ORDER_METADATA, f"{now_us}:{seq}"),))

@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
-from typing import Any
+from typing import NoReturn
 
 import grpc
 
@@ -19,6 +18,11 @@ from ratelimitd.logs import request_id
 log = logging.getLogger(__name__)
 
 
+async def _abort(context: grpc.aio.ServicerContext, code: grpc.StatusCode, message: str) -> NoReturn:
+    await context.abort(code, message)  # raises; grpc has no type hints to say so
+    raise AssertionError("context.abort returned")
+
+
 class GrpcFace:
     def __init__(self, engine: Engine, api: str) -> None:
         self.engine = engine
@@ -26,15 +30,13 @@ class GrpcFace:
         self._latency = engine.metrics.request_latency.labels(api)
         self._invalid = engine.metrics.invalid_requests.labels(api)
 
-    async def decide(
-        self, request: Any, context: grpc.aio.ServicerContext, decode: Callable[[Any], Request]
-    ) -> Decision:
+    async def decide(self, req: Request | Malformed, context: grpc.aio.ServicerContext) -> Decision:
+        """`req` comes decoded from the method's deserializer (`grpc_util.request_deserializer`)."""
         started = time.perf_counter()
-        if isinstance(request, Malformed):
+        if isinstance(req, Malformed):
             self._invalid.inc()
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.reason)
+            await _abort(context, grpc.StatusCode.INVALID_ARGUMENT, req.reason)
         try:
-            req = decode(request)
             decision = await self.engine.check(req)
         except InvalidRequest as err:
             self._invalid.inc()

@@ -6,6 +6,7 @@ import grpc
 from google.protobuf import duration_pb2
 
 from ratelimitd.api.grpc_face import GrpcFace
+from ratelimitd.api.grpc_util import Malformed
 from ratelimitd.engine.decision import Code, Decision, Status
 from ratelimitd.engine.engine import Engine
 from ratelimitd.engine.request import Descriptor, InvalidRequest, Request
@@ -59,5 +60,5 @@ class RateLimiterService(pb_grpc.RateLimiterServicer):  # type: ignore[misc]
     def __init__(self, engine: Engine) -> None:
         self.face = GrpcFace(engine, "native")
 
-    async def Check(self, request: pb.CheckRequest, context: grpc.aio.ServicerContext) -> pb.CheckResponse:
-        return encode(await self.face.decide(request, context, decode))
+    async def Check(self, request: Request | Malformed, context: grpc.aio.ServicerContext) -> pb.CheckResponse:
+        return encode(await self.face.decide(request, context))

@@ -31,6 +31,28 @@ Checked = tuple[int, Rule, tuple[str, ...], int]
 Submit = Callable[[CheckBatch], Awaitable[tuple[int, int, list[CheckResult]]]]
 
 
+# Matched requests remembered per config; cleared whole when full, so a flood of distinct requests costs a
+# dict insert each and memory stays bounded.
+PLAN_CACHE_SIZE = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class PlanItem:
+    """One descriptor's rule, ready to send: its check, or None when it must be built per request."""
+
+    checked: Checked
+    key: str
+    mode: int
+    check: Check | None
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    domain_known: bool
+    unlimited: tuple[int, ...]  # descriptors answered OK with unlimited remaining
+    items: tuple[PlanItem, ...]
+
+
 @dataclass(frozen=True, slots=True)
 class EngineOptions:
     failure_mode_deny: bool = False
@@ -72,6 +94,8 @@ class Engine:
         self.local_cache = local_cache  # None: off
         self._store_down = False
         self.on_store_recovered: Callable[[], None] | None = None
+        self._plans: dict[Request, Plan] = {}
+        self._plans_config: Config | None = None
 
     def rule_for(self, domain: Domain, d: Descriptor) -> tuple[Rule, tuple[str, ...]] | None:
         if d.limit is not None:
@@ -80,37 +104,68 @@ class Engine:
         m = match(domain.tree, d.entries)
         return None if m is None else (m.rule, m.counter_values)
 
-    async def check(self, req: Request) -> Decision:
+    def _plan(self, req: Request) -> Plan:
+        """The request matched against the config in force; cached per config, since the same descriptor sets
+        come back again and again (the same client, route, key) and matching them is most of the engine's CPU."""
+        config = self.config.current
+        if config is not self._plans_config:
+            self._plans.clear()
+            self._plans_config = config
+        plan = self._plans.get(req)
+        if plan is not None:
+            return plan
         validate(req)
-        statuses = [Status() for _ in req.descriptors]
-        domain = self.config.current.domains.get(req.domain)
+        plan = self._prepare(config, req)
+        if len(self._plans) >= PLAN_CACHE_SIZE:
+            self._plans.clear()
+        self._plans[req] = plan
+        return plan
+
+    def _prepare(self, config: Config, req: Request) -> Plan:
+        domain = config.domains.get(req.domain)
         if domain is None:
-            self.metrics.domain_not_found.inc()
-            return Decision(Code.OK, statuses)
+            return Plan(False, (), ())
         matched: list[tuple[int, Rule, tuple[str, ...]]] = []
         for i, d in enumerate(req.descriptors):
             found = self.rule_for(domain, d)
             if found is not None:
                 matched.append((i, *found))
         replaced = {name for _, rule, _ in matched for name in rule.replaces}
-        checks: list[Check] = []
-        checked: list[Checked] = []
-        cached_over: list[tuple[Checked, float]] = []
-        cache = self.local_cache
+        unlimited: list[int] = []
+        items: list[PlanItem] = []
         for i, rule, values in matched:
             if rule.name is not None and rule.name in replaced:
                 continue
             if rule.unlimited:
-                statuses[i].remaining = UNLIMITED_REMAINING
+                unlimited.append(i)
                 continue
             mode = SHADOW if rule.shadow_mode else QUOTA_MODE if rule.quota_mode else ENFORCED
             key = self.keys.key(self.keys.rule_part(rule.domain, rule.ident), values)
             cost = req.cost_of(req.descriptors[i])
-            if cache is not None and mode == ENFORCED and (left := cache.remaining(key)) > 0:
-                cached_over.append(((i, rule, values, cost), left))
+            # a quota's period boundaries move with the clock: its check is built per request
+            check = None if rule.algorithm == "quota" else build_check(rule, key, cost, mode)
+            items.append(PlanItem((i, rule, values, cost), key, mode, check))
+        return Plan(True, tuple(unlimited), tuple(items))
+
+    async def check(self, req: Request) -> Decision:
+        plan = self._plan(req)
+        statuses = [Status() for _ in req.descriptors]
+        if not plan.domain_known:
+            self.metrics.domain_not_found.inc()
+            return Decision(Code.OK, statuses)
+        for i in plan.unlimited:
+            statuses[i].remaining = UNLIMITED_REMAINING
+        checks: list[Check] = []
+        checked: list[Checked] = []
+        cached_over: list[tuple[Checked, float]] = []
+        cache = self.local_cache
+        for item in plan.items:
+            if cache is not None and item.mode == ENFORCED and (left := cache.remaining(item.key)) > 0:
+                cached_over.append((item.checked, left))
                 continue
-            checks.append(build_check(rule, key, cost, mode))
-            checked.append((i, rule, values, cost))
+            _, rule, _, cost = item.checked
+            checks.append(item.check or build_check(rule, item.key, cost, item.mode))
+            checked.append(item.checked)
         if cached_over:
             return self._from_cache(statuses, cached_over)
         if not checks:

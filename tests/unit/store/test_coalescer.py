@@ -1,0 +1,154 @@
+"""The coalescer's scheduling: who shares a store call, when a call leaves, and when a request gives up.
+
+The runner here is a plain coroutine standing in for `RedisStore.evaluate`, so the timing of each call is
+under the test's control; the store itself is exercised by the integration and property suites.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+from collections.abc import Sequence
+
+import pytest
+
+from ratelimitd.store.checks import Check, CheckBatch
+from ratelimitd.store.coalescer import Coalescer
+from ratelimitd.store.redis_store import BatchResult, CheckResult, StoreUnavailable
+
+
+def batch(n: int = 1) -> CheckBatch:
+    return CheckBatch(tuple(Check(f"k{i}", (1, 10, 1, 1, 0, 1, 0, 0)) for i in range(n)))
+
+
+class Runner:
+    """Records each call's size; each call waits `delay` seconds (or for `release`)."""
+
+    def __init__(self, delay: float = 0.0) -> None:
+        self.delay = delay
+        self.calls: list[int] = []
+        self.release: asyncio.Event | None = None
+
+    async def __call__(self, requests: Sequence[CheckBatch]) -> BatchResult:
+        self.calls.append(len(requests))
+        if self.release is not None:
+            await self.release.wait()
+        elif self.delay:
+            await asyncio.sleep(self.delay)
+        return BatchResult(7, [[CheckResult(True, 1, 0, 0) for _ in r.checks] for r in requests])
+
+
+async def test_an_idle_request_leaves_at_once_alone() -> None:
+    run = Runner()
+    co = Coalescer(run, timeout=1.0, linger=0.5)
+    started = time.perf_counter()
+    now_us, seq, rows = await co.submit(batch(2))
+    assert time.perf_counter() - started < 0.25  # no linger when nothing else is waiting
+    assert (now_us, seq, len(rows)) == (7, 0, 2)
+    assert run.calls == [1]
+
+
+async def test_requests_arriving_during_a_call_share_the_next_one() -> None:
+    run = Runner()
+    run.release = asyncio.Event()
+    co = Coalescer(run, timeout=5.0, max_in_flight=1, linger=0.0)
+    first = asyncio.ensure_future(co.submit(batch()))
+    await asyncio.sleep(0.01)
+    rest = [asyncio.ensure_future(co.submit(batch())) for _ in range(5)]
+    await asyncio.sleep(0.01)
+    run.release.set()
+    answers = await asyncio.gather(first, *rest)
+    assert run.calls == [1, 5]
+    assert sorted(seq for _, seq, _ in answers[1:]) == [0, 1, 2, 3, 4]  # positions within the shared call
+
+
+async def test_batches_are_bounded() -> None:
+    run = Runner()
+    run.release = asyncio.Event()
+    co = Coalescer(run, timeout=5.0, max_in_flight=1, max_batch=3, linger=0.0)
+    first = asyncio.ensure_future(co.submit(batch()))
+    await asyncio.sleep(0.01)
+    rest = [asyncio.ensure_future(co.submit(batch())) for _ in range(7)]
+    await asyncio.sleep(0.01)
+    run.release.set()
+    await asyncio.gather(first, *rest)
+    assert run.calls == [1, 3, 3, 1]
+
+
+async def test_under_load_the_linger_gathers_requests_that_keep_arriving() -> None:
+    run = Runner(delay=0.005)
+    co = Coalescer(run, timeout=5.0, max_in_flight=1, linger=0.2)
+
+    async def stream() -> None:
+        tasks = []
+        for _ in range(40):
+            tasks.append(asyncio.ensure_future(co.submit(batch())))
+            await asyncio.sleep(0.002)
+        await asyncio.gather(*tasks)
+
+    await stream()
+    assert max(run.calls) >= 10  # without the linger each call would carry 2 or 3
+    assert len(run.calls) <= 8
+
+
+async def test_the_linger_ends_when_callers_stop_arriving() -> None:
+    run = Runner()
+    run.release = asyncio.Event()
+    co = Coalescer(run, timeout=5.0, max_in_flight=1, linger=1.0)
+    first = asyncio.ensure_future(co.submit(batch()))
+    await asyncio.sleep(0.01)
+    rest = [asyncio.ensure_future(co.submit(batch())) for _ in range(3)]
+    await asyncio.sleep(0.01)
+    started = time.perf_counter()
+    run.release.set()
+    await asyncio.gather(first, *rest)
+    # the busy call lingers one step (linger / 4) in which nobody arrives, not the whole second
+    assert time.perf_counter() - started < 0.6
+    assert run.calls == [1, 3]
+
+
+async def test_a_hung_store_is_answered_at_the_deadline() -> None:
+    run = Runner()
+    run.release = asyncio.Event()  # never set
+    co = Coalescer(run, timeout=0.05, linger=0.0)
+    started = time.perf_counter()
+    with pytest.raises(StoreUnavailable):
+        await co.submit(batch())
+    assert time.perf_counter() - started < 0.5
+
+
+async def test_a_full_queue_refuses_at_once() -> None:
+    run = Runner()
+    run.release = asyncio.Event()
+    co = Coalescer(run, timeout=5.0, max_in_flight=1, max_queue=2, linger=0.0)
+    waiting = [asyncio.ensure_future(co.submit(batch()))]
+    await asyncio.sleep(0.01)  # the first is in the (held) call; the next two fill the queue
+    waiting += [asyncio.ensure_future(co.submit(batch())) for _ in range(2)]
+    await asyncio.sleep(0.01)
+    with pytest.raises(StoreUnavailable, match="queue full"):
+        await co.submit(batch())
+    run.release.set()
+    await asyncio.gather(*waiting)
+
+
+async def test_a_reply_waiting_in_the_socket_beats_a_deadline_missed_by_a_starved_loop() -> None:
+    """The worker stalls past the deadline while the store's reply is already readable: the reply wins."""
+    loop = asyncio.get_running_loop()
+    ours, theirs = socket.socketpair()
+    reader, writer = await asyncio.open_connection(sock=ours)
+
+    async def over_a_socket(requests: Sequence[CheckBatch]) -> BatchResult:
+        await reader.readexactly(1)
+        return BatchResult(1, [[CheckResult(True, 1, 0, 0)] for _ in requests])
+
+    co = Coalescer(over_a_socket, timeout=0.02, linger=0.0)
+    pending = asyncio.ensure_future(co.submit(batch()))
+    await asyncio.sleep(0.005)
+    theirs.send(b"x")
+    time.sleep(0.05)  # noqa: ASYNC251  (the point: the loop is starved past the deadline, as under CPU contention)
+    assert (await pending)[0] == 1
+    writer.close()
+    theirs.close()
+    await asyncio.sleep(0)
+    assert loop.is_running()
