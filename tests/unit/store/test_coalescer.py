@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import sys
 import time
 from collections.abc import Sequence
 
 import pytest
 
 from ratelimitd.store.checks import Check, CheckBatch
-from ratelimitd.store.coalescer import Coalescer
+from ratelimitd.store.coalescer import SPIN_SWITCH_INTERVAL, Coalescer
 from ratelimitd.store.redis_store import BatchResult, CheckResult, StoreUnavailable
 
 
@@ -152,3 +153,22 @@ async def test_a_reply_waiting_in_the_socket_beats_a_deadline_missed_by_a_starve
     theirs.close()
     await asyncio.sleep(0)
     assert loop.is_running()
+
+
+async def test_a_lone_call_spins_with_a_short_switch_interval_and_restores_it() -> None:
+    seen: list[float] = []
+    default = sys.getswitchinterval()
+
+    async def observing(requests: Sequence[CheckBatch]) -> BatchResult:
+        seen.append(sys.getswitchinterval())
+        await asyncio.sleep(0.002)
+        return BatchResult(1, [[CheckResult(True, 1, 0, 0)] for _ in requests])
+
+    co = Coalescer(observing, timeout=1.0, linger=0.0)
+    await co.submit(batch())
+    assert seen == [pytest.approx(SPIN_SWITCH_INTERVAL)]
+    assert sys.getswitchinterval() == default
+    # under load (several waiting) nothing spins
+    seen.clear()
+    await asyncio.gather(*(co.submit(batch()) for _ in range(6)))
+    assert default in seen and sys.getswitchinterval() == default
