@@ -103,7 +103,12 @@ class Service:
             )
         store = connect(url, timeout=s.store_timeout)
         coalescer = Coalescer(
-            store.evaluate, timeout=s.store_timeout, max_batch=s.max_batch, metrics=metrics, linger=s.batch_linger
+            store.evaluate,
+            timeout=s.store_timeout,
+            max_batch=s.max_batch,
+            metrics=metrics,
+            linger=s.batch_linger,
+            idle_spin=s.idle_spin,
         )
         options = EngineOptions(failure_mode_deny=s.failure_mode == "deny", response_headers=s.response_headers)
         engine = Engine(

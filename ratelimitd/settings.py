@@ -24,6 +24,7 @@ class Settings:
     log_level: str = "info"
     max_batch: int = 128
     batch_linger: float = 0.005
+    idle_spin: float = 0.001
     expose_store_time: bool = False
     near_limit_ratio: float = 0.8
     max_message_bytes: int = 65536
@@ -82,6 +83,7 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
     _flag(p, "hash-values", "store a SHA-256 of descriptor values in Redis keys instead of the values")
     _flag(p, "log-level", "debug, info, warning or error")
     _flag(p, "max-batch", "most requests one store call carries")
+    _flag(p, "idle-spin", "longest the idle loop polls for a lone store reply instead of sleeping (s; 0: off)")
     _flag(p, "batch-linger", "longest a request waits, under load only, for others to share its store call (s)")
     _flag(p, "near-limit-ratio", "share of a limit above which admitted hits count as near_limit")
     _flag(p, "max-message-bytes", "largest request accepted on the gRPC and HTTP listeners")
