@@ -3,9 +3,10 @@
 (a) bare Python gRPC servers (the ceiling), (b) ratelimitd with its fast path off (one Redis call per
 request, no local cache), (c) ratelimitd as shipped, (d) the `limits` library in-process. One load
 generator for all: h2load (C, pre-encoded gRPC frames), several request bodies in parallel so several key
-sets are hit. Writes benchmarks/results/<mode>.json, .md and .png.
+sets are hit. All servers start once; each in-flight level is measured in rounds that alternate between the
+variants, and every cell reports the median over the rounds. Writes benchmarks/results/<mode>.json, .md, .png.
 
-    python -m benchmarks.run [--quick]
+    python -m benchmarks.run [--quick] [--only abcd] [--inflight 1,8,128] [--seconds S] [--rounds R]
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import os
 import re
 import shutil
 import signal
+import statistics
 import struct
 import subprocess
 import sys
@@ -166,65 +168,102 @@ def ratelimitd_errors(http_port: int) -> int:
     return errs
 
 
-def run_variant(
-    name: str,
-    cmd: list[str],
-    port: int,
-    inflights: list[int],
-    seconds: float,
-    tmp: Path,
-    rclient: redis.Redis | None,
-    http_port: int | None,
-    env: dict[str, str] | None = None,
-) -> list[Point]:
-    proc = subprocess.Popen(
-        cmd,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        env={**os.environ, **(env or {})},
-        start_new_session=True,
-    )
-    points = []
-    try:
-        wait_port(port)
-        time.sleep(1.0)
-        h2load(port, 8, 1.0, tmp)  # warm-up: connections, scripts, caches
-        for n in inflights:
-            r0 = redis_counters(rclient) if rclient else None
-            e0 = ratelimitd_errors(http_port) if http_port else 0
-            cpu0 = tree_cpu(proc.pid)
-            count, lat, non200 = h2load(port, n, seconds, tmp)
-            cpu = tree_cpu(proc.pid) - cpu0
-            point = Point(
-                name,
-                n,
-                count / seconds,
-                pct(lat, 0.5),
-                pct(lat, 0.99),
-                pct(lat, 0.999),
-                non200,
-                cpu_s_per_1000=cpu / count * 1000 if count else None,
-            )
-            if http_port:  # the server's own count: h2load counts gRPC errors as successes
-                point.failure_mode = ratelimitd_errors(http_port) - e0
-            point.decided_per_s = (count - point.failure_mode - non200) / seconds
-            if rclient and r0:
-                s1, reads1 = redis_counters(rclient)
-                point.script_calls_per_check = (s1 - r0[0]) / count
-                point.socket_reads_per_check = (reads1 - r0[1]) / count
-            points.append(point)
-            print(
-                f"  {name:28s} inflight={n:4d} {point.checks_per_s:9.0f}/s p50={point.p50_ms:.2f}ms "
-                f"p99={point.p99_ms:.2f}ms calls/check={point.script_calls_per_check}",
-                flush=True,
-            )
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
+@dataclass
+class Server:
+    """One variant's server, started once and kept up while the rounds alternate between variants."""
+
+    name: str
+    cmd: list[str]
+    port: int
+    http_port: int | None = None  # ratelimitd's /metrics, for its own failure-mode count
+    uses_redis: bool = False
+    proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            self.cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+        )
+
+    def stop(self) -> None:
+        if self.proc is None:
+            return
+        os.killpg(self.proc.pid, signal.SIGTERM)
         try:
-            proc.wait(15)
+            self.proc.wait(15)
         except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-    return points
+            os.killpg(self.proc.pid, signal.SIGKILL)
+
+
+def measure(server: Server, n: int, seconds: float, tmp: Path, rclient: redis.Redis) -> Point:
+    assert server.proc is not None
+    r0 = redis_counters(rclient) if server.uses_redis else None
+    e0 = ratelimitd_errors(server.http_port) if server.http_port else 0
+    cpu0 = tree_cpu(server.proc.pid)
+    count, lat, non200 = h2load(server.port, n, seconds, tmp)
+    cpu = tree_cpu(server.proc.pid) - cpu0
+    point = Point(
+        server.name,
+        n,
+        count / seconds,
+        pct(lat, 0.5),
+        pct(lat, 0.99),
+        pct(lat, 0.999),
+        non200,
+        cpu_s_per_1000=cpu / count * 1000 if count else None,
+    )
+    if server.http_port:  # the server's own count: h2load counts gRPC errors as successes
+        point.failure_mode = ratelimitd_errors(server.http_port) - e0
+    point.decided_per_s = (count - point.failure_mode - non200) / seconds
+    if r0 is not None and count:
+        s1, reads1 = redis_counters(rclient)
+        point.script_calls_per_check = (s1 - r0[0]) / count
+        point.socket_reads_per_check = (reads1 - r0[1]) / count
+    return point
+
+
+def median_point(runs: list[Point]) -> Point:
+    """Each number is the median over the rounds (so one noisy round does not make the table)."""
+
+    def med(values: list[float | None]) -> float | None:
+        xs = sorted(v for v in values if v is not None)
+        return statistics.median(xs) if xs else None
+
+    first = runs[0]
+    out = Point(
+        first.variant,
+        first.inflight,
+        med([r.checks_per_s for r in runs]) or 0.0,
+        med([r.p50_ms for r in runs]) or 0.0,
+        med([r.p99_ms for r in runs]) or 0.0,
+        med([r.p999_ms for r in runs]) or 0.0,
+        sum(r.errors for r in runs),
+        failure_mode=sum(r.failure_mode for r in runs),
+        decided_per_s=med([r.decided_per_s for r in runs]) or 0.0,
+        script_calls_per_check=med([r.script_calls_per_check for r in runs]),
+        socket_reads_per_check=med([r.socket_reads_per_check for r in runs]),
+        cpu_s_per_1000=med([r.cpu_s_per_1000 for r in runs]),
+    )
+    out.extra["rounds"] = [round(r.decided_per_s) for r in runs]
+    return out
+
+
+def round_ratios(rounds: dict[tuple[str, int], list[Point]], top: int) -> dict[str, float]:
+    """c/a and c/b per round (each pair measured minutes apart at most), then the median over rounds."""
+    at_top = {name: runs for (name, n), runs in rounds.items() if n == top}
+    c = next((runs for name, runs in at_top.items() if name.startswith("c:")), None)
+    b = next((runs for name, runs in at_top.items() if name.startswith("b:")), None)
+    a_names = [name for name in at_top if name.startswith("a:")]
+    out: dict[str, float] = {}
+    if c and a_names:
+        best_a = [max(at_top[name][r].decided_per_s for name in a_names) for r in range(len(c))]
+        out["c_over_a_median_of_rounds"] = statistics.median(
+            c[r].decided_per_s / best_a[r] for r in range(len(c)) if best_a[r]
+        )
+    if c and b:
+        out["c_over_b_median_of_rounds"] = statistics.median(
+            c[r].decided_per_s / b[r].decided_per_s for r in range(len(c)) if b[r].decided_per_s
+        )
+    return out
 
 
 def main() -> int:
@@ -234,6 +273,7 @@ def main() -> int:
     ap.add_argument("--only", default="abcd", help="which variants to run, e.g. 'ac'")
     ap.add_argument("--inflight", default="", help="comma-separated in-flight levels instead of the mode's")
     ap.add_argument("--seconds", type=float, default=0.0, help="seconds per point instead of the mode's")
+    ap.add_argument("--rounds", type=int, default=0, help="rounds per point instead of the mode's")
     args = ap.parse_args()
     if not shutil.which("h2load"):
         print("h2load not found: `make bench` installs Debian's nghttp2-client", file=sys.stderr)
@@ -241,99 +281,87 @@ def main() -> int:
     inflights = [1, 8, 128] if args.quick else [1, 8, 32, 128, 256]
     if args.inflight:
         inflights = [int(n) for n in args.inflight.split(",")]
-    seconds = args.seconds or (3.0 if args.quick else 8.0)
+    seconds = args.seconds or (3.0 if args.quick else 5.0)
+    rounds_n = args.rounds or (2 if args.quick else 3)
     mode = "quick" if args.quick else "full"
     w = args.workers
     py = sys.executable
-    server = EmbeddedRedis().start()
-    rclient = redis.Redis.from_url(server.url)
+    store = EmbeddedRedis().start()
+    rclient = redis.Redis.from_url(store.url)
     config = str(ROOT / "benchmarks" / "config" / "bench.yaml")
+    flavours = [("aio", w), ("sync", w)] if args.quick else [("aio", 1), ("aio", w), ("sync", 1), ("sync", w)]
+    servers: list[Server] = []
+    if "a" in args.only:
+        for flavour, procs in flavours:
+            port = free_port()
+            label = f"a: bare {'grpc.aio' if flavour == 'aio' else 'sync grpc'} x{procs}"
+            cmd = [py, "-m", "benchmarks.baseline_server", "--port", str(port), "--flavour", flavour]
+            servers.append(Server(label, [*cmd, "--procs", str(procs)], port))
+    for label, extra in (
+        (f"b: ratelimitd fast path off x{w}", ["--max-batch", "1", "--local-cache-size", "0"]),
+        (f"c: ratelimitd x{w}", []),
+    ):
+        if label[0] in args.only:
+            port, http_port = free_port(), free_port()
+            cmd = [py, "-m", "ratelimitd", "serve", "--config", config, "--redis-url", store.url]
+            cmd += ["--grpc-listen", f"127.0.0.1:{port}", "--http-listen", f"127.0.0.1:{http_port}"]
+            cmd += ["--workers", str(w), "--log-level", "warning", *extra]
+            servers.append(Server(label, cmd, port, http_port, uses_redis=True))
+    rounds: dict[tuple[str, int], list[Point]] = {}
     points: list[Point] = []
+    headline_extra: dict[str, float] = {}
     with tempfile.TemporaryDirectory() as tmpdir:
         tmp = Path(tmpdir)
-        baselines = [("a: bare grpc.aio x1", "aio", 1), (f"a: bare grpc.aio x{w}", "aio", w)]
-        if not args.quick:
-            baselines += [("a: bare sync grpc x1", "sync", 1), (f"a: bare sync grpc x{w}", "sync", w)]
         try:
-            for label, flavour, procs in baselines if "a" in args.only else []:
-                port = free_port()
-                points += run_variant(
-                    label,
-                    [
-                        py,
-                        "-m",
-                        "benchmarks.baseline_server",
-                        "--port",
-                        str(port),
-                        "--flavour",
-                        flavour,
-                        "--procs",
-                        str(procs),
-                    ],
-                    port,
-                    inflights,
-                    seconds,
-                    tmp,
-                    None,
-                    None,
-                )
-            for label, extra in (
-                (f"b: ratelimitd fast path off x{w}", ["--max-batch", "1", "--local-cache-size", "0"]),
-                (f"c: ratelimitd x{w}", []),
-            ):
-                port, http_port = free_port(), free_port()
-                if label[0] not in args.only:
-                    continue
-                rclient.flushall()
-                cmd = [
-                    py,
-                    "-m",
-                    "ratelimitd",
-                    "serve",
-                    "--config",
-                    config,
-                    "--redis-url",
-                    server.url,
-                    "--grpc-listen",
-                    f"127.0.0.1:{port}",
-                    "--http-listen",
-                    f"127.0.0.1:{http_port}",
-                    "--workers",
-                    str(w),
-                    "--log-level",
-                    "warning",
-                    *extra,
-                ]
-                points += run_variant(label, cmd, port, inflights, seconds, tmp, rclient, http_port)
-            from benchmarks.limits_inprocess import measure
-
-            d = measure(server.url, seconds) if "d" in args.only else None
-            if d is None:
-                raise _Skip
-            points.append(
-                Point(
-                    "d: limits in-process x1",
-                    1,
-                    d["checks_per_s"],
-                    d["p50_ms"],
-                    d["p99_ms"],
-                    d["p999_ms"],
-                    0,
-                    decided_per_s=d["checks_per_s"],
-                )
-            )
-            print(f"  d: limits in-process         {d['checks_per_s']:9.0f}/s p50={d['p50_ms']:.2f}ms", flush=True)
-        except _Skip:
-            pass
+            for server in servers:
+                server.start()
+            for server in servers:
+                wait_port(server.port)
+            time.sleep(1.0)
+            for server in servers:
+                h2load(server.port, 8, 1.0, tmp)  # warm-up: connections, scripts, caches
+            # Rounds alternate between the variants, so each ratio compares runs minutes apart at most on a
+            # machine whose speed drifts; idle servers use next to no CPU while another variant is measured.
+            for n in inflights:
+                for r in range(rounds_n):
+                    for server in servers:
+                        point = measure(server, n, seconds, tmp, rclient)
+                        rounds.setdefault((server.name, n), []).append(point)
+                        print(
+                            f"  round {r + 1} {server.name:30s} inflight={n:4d} {point.decided_per_s:7.0f} decided/s "
+                            f"p50={point.p50_ms:.2f}ms p99={point.p99_ms:.2f}ms "
+                            f"calls/check={point.script_calls_per_check}",
+                            flush=True,
+                        )
+            points = [median_point(runs) for runs in rounds.values()]
+            top = 128 if 128 in inflights else max(inflights)
+            headline_extra = round_ratios(rounds, top)
         finally:
-            server.close()
-    partial = args.only != "abcd" or args.inflight or args.seconds
-    report(points, f"{mode}-{args.only}" if partial else mode, w)
+            for server in servers:
+                server.stop()
+        try:
+            from benchmarks.limits_inprocess import measure as measure_limits
+
+            d = measure_limits(store.url, seconds) if "d" in args.only else None
+            if d is not None:
+                points.append(
+                    Point(
+                        "d: limits in-process x1",
+                        1,
+                        d["checks_per_s"],
+                        d["p50_ms"],
+                        d["p99_ms"],
+                        d["p999_ms"],
+                        0,
+                        decided_per_s=d["checks_per_s"],
+                    )
+                )
+                print(f"  d: limits in-process {d['checks_per_s']:9.0f}/s p50={d['p50_ms']:.2f}ms", flush=True)
+        finally:
+            store.close()
+    partial = args.only != "abcd" or args.inflight or args.seconds or args.rounds
+    report(points, f"{mode}-{args.only}" if partial else mode, w, headline_extra, rounds_n)
     return 0
-
-
-class _Skip(Exception):
-    pass
 
 
 def best(points: list[Point], prefix: str, inflight: int) -> Point | None:
@@ -341,14 +369,14 @@ def best(points: list[Point], prefix: str, inflight: int) -> Point | None:
     return max(cands, key=lambda p: p.decided_per_s) if cands else None
 
 
-def report(points: list[Point], mode: str, workers: int) -> None:
+def report(points: list[Point], mode: str, workers: int, extra: dict[str, float], rounds: int) -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
     inflights = {p.inflight for p in points}
     top = 128 if 128 in inflights else max(inflights)  # the issue's targets are stated at 128 in flight
     a, b, c, d = (best(points, x, top) for x in ("a:", "b:", "c:", "d:"))
     if d is None:
         d = next((p for p in points if p.variant.startswith("d:")), None)
-    headline: dict[str, Any] = {"inflight": top, "workers": workers}
+    headline: dict[str, Any] = {"inflight": top, "workers": workers, "rounds": rounds, **extra}
     if a and c:
         headline["c_over_a"] = c.decided_per_s / a.decided_per_s
     if b and c:
@@ -373,6 +401,9 @@ def report(points: list[Point], mode: str, workers: int) -> None:
     lines = [
         f"# Benchmark ({mode}, {os.cpu_count()} CPUs, {doc['when']})",
         "",
+        f"Each row: the median over {rounds} rounds; the rounds alternate between the variants (all servers up, one"
+        " loaded at a time). Failure-mode answers and errors are totals over the rounds.",
+        "",
         "| variant | in flight | answers/s | decided/s | p50 ms | p99 ms | p99.9 ms | script calls/check "
         "| socket reads/check | CPU s/1000 | failure-mode answers | errors |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
@@ -389,7 +420,8 @@ def report(points: list[Point], mode: str, workers: int) -> None:
         )
     lines += [
         "",
-        "Headline (128 in flight; ratios of decided checks/s): "
+        "Headline (128 in flight; ratios of decided checks/s, from the median rows and as the median of per-round"
+        " ratios): "
         + ", ".join(f"{k} = {v:.3f}" if isinstance(v, float) else f"{k} = {v}" for k, v in headline.items()),
     ]
     (RESULTS / f"{mode}.md").write_text("\n".join(lines) + "\n")

@@ -6,9 +6,12 @@ are waiting) the next call lingers in steps of a quarter of `linger` while reque
 CPU-bound worker fewer calls mean more checks per second (measured: README, Performance). Each request stays
 all-or-nothing because the script evaluates the requests of a batch one after another.
 
-Every request has a deadline (the store timeout): it is answered with `StoreUnavailable` when the
-deadline passes, whether it is still queued or its call is slow, so a slow or dead store never builds
-an unbounded backlog; the queue itself is bounded too.
+Every store call has a deadline (the store timeout): when it passes, the call's requests are answered with
+`StoreUnavailable` (the failure mode) and the slot serves the next batch, so a slow or dead store never
+holds a backlog for long. Waiting for a slot is not timed by the store timeout: on a worker that is simply
+busy, requests are decided late rather than let through unchecked; that wait has its own, longer bound, the
+queue is bounded in length, and a caller that gives up (gRPC deadline, closed HTTP connection) cancels its
+request, which then leaves the queue unsent.
 """
 
 from __future__ import annotations
@@ -32,16 +35,15 @@ Runner = Callable[[Sequence[CheckBatch]], Awaitable[BatchResult]]
 Answer = tuple[int, int, list[CheckResult]]
 
 
-def _expire(fut: asyncio.Future[Answer], hops: int = 3) -> None:
-    """The deadline passed. Answer only after a few more ready-queue rounds: when the worker was starved of
-    CPU, its timers run before its I/O is read (uvloop), and the store's reply may be waiting in the socket;
-    the rounds let the loop poll, read it and wake the batch's task before this request is given up."""
-    if fut.done():
-        return
-    if hops:
-        fut.get_loop().call_soon(_expire, fut, hops - 1)
-    else:
-        fut.set_exception(StoreUnavailable("store timeout"))
+class _Call:
+    """One store call that is out; `given_up` once its deadline passed and its requests were answered."""
+
+    __slots__ = ("batch", "done", "given_up")
+
+    def __init__(self, batch: list[tuple[CheckBatch, asyncio.Future[Answer]]]) -> None:
+        self.batch = batch
+        self.done = False
+        self.given_up = False
 
 
 class Coalescer:
@@ -59,13 +61,16 @@ class Coalescer:
         self._metrics = metrics
         # Linger only under load (several requests waiting or every call slot busy); zero when idle.
         self._linger = linger
-        self._last_batch = 0
+        self._out = 0  # requests in calls that are out
         self._run = run
         self._timeout = timeout
         self._max_batch = max_batch
         self._max_in_flight = max_in_flight
         self._max_queue = max_queue
-        self._queue: list[tuple[CheckBatch, asyncio.Future[Answer]]] = []
+        # A request may wait this long for a call slot (a store that keeps timing out, a starved worker);
+        # gRPC and HTTP callers that give up earlier cancel their request, which then leaves the queue unsent.
+        self._max_wait = max(10 * timeout, 0.5)
+        self._queue: list[tuple[CheckBatch, asyncio.Future[Answer], float]] = []
         self._in_flight = 0
         self._gathering = False  # one drain at a time lingers; the other's call is out meanwhile
         self._drains: set[asyncio.Task[None]] = set()
@@ -78,19 +83,19 @@ class Coalescer:
             raise StoreUnavailable("store queue full")
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[Answer] = loop.create_future()
-        timer = loop.call_later(self._timeout, _expire, fut)
-        self._queue.append((checks, fut))
+        self._queue.append((checks, fut, loop.time()))
         if self._in_flight < self._max_in_flight and not self._gathering:
-            self._in_flight += 1
-            task = loop.create_task(self._drain())
-            self._drains.add(task)
-            task.add_done_callback(self._drains.discard)
-        try:
-            return await fut
-        finally:
-            timer.cancel()
+            self._start_drain()
+        return await fut
+
+    def _start_drain(self) -> None:
+        self._in_flight += 1
+        task = asyncio.get_running_loop().create_task(self._drain())
+        self._drains.add(task)
+        task.add_done_callback(self._drains.discard)
 
     async def _drain(self) -> None:
+        slot_held = True
         try:
             while self._queue:
                 if self._gathering:
@@ -101,12 +106,23 @@ class Coalescer:
                         await self._fill()
                     finally:
                         self._gathering = False
-                batch = [item for item in self._queue[: self._max_batch] if not item[1].done()]
+                taken = self._queue[: self._max_batch]
                 del self._queue[: self._max_batch]
-                if batch:
-                    await self._send(batch)
+                oldest = asyncio.get_running_loop().time() - self._max_wait
+                batch: list[tuple[CheckBatch, asyncio.Future[Answer]]] = []
+                for checks, fut, queued_at in taken:
+                    if fut.done():  # its caller gave up (cancelled)
+                        continue
+                    if queued_at < oldest:
+                        fut.set_exception(StoreUnavailable("no store call slot in time"))
+                        continue
+                    batch.append((checks, fut))
+                if batch and not await self._send(batch):
+                    slot_held = False  # the call was given up and its slot handed to a new drain
+                    return
         finally:
-            self._in_flight -= 1
+            if slot_held:
+                self._in_flight -= 1
 
     async def _fill(self) -> None:
         """Under load, wait in short steps while requests keep arriving, at most `linger` in all: a step in
@@ -134,20 +150,38 @@ class Coalescer:
         a Redis PING from the loop takes ~0.2-0.45 ms at p50 when sleeping, ~0.12 ms when polling). Only
         when nothing else is waiting, so it spends idle CPU only. While it spins the GIL switch interval is
         short, or gRPC's polling thread would wait up to 5 ms for the GIL to hand over its events."""
-        if time.perf_counter() < self._spin_until:
-            asyncio.get_running_loop().call_soon(self._spin)
+        if not self._spin_until:
+            return
+        if self._queue or time.perf_counter() >= self._spin_until:
+            self._stop_spin()  # another request arrived (not idle after all), or the budget is spent
+            return
+        asyncio.get_running_loop().call_soon(self._spin)
+
+    def _stop_spin(self) -> None:
+        if self._spin_until:
+            self._spin_until = 0.0
+            sys.setswitchinterval(self._switch_interval)
 
     def _busy(self) -> bool:
-        return self._last_batch > 1 or len(self._queue) > 1
+        """Load, as the requests this worker holds: one alone (idle) goes out at once; any more, and the next
+        call waits for company. Requests already in a call count, or a worker that once sent single requests
+        would keep sending them one by one under any load."""
+        return self._out + len(self._queue) > 1
 
-    async def _send(self, batch: list[tuple[CheckBatch, asyncio.Future[Answer]]]) -> None:
-        self._last_batch = len(batch)
+    async def _send(self, batch: list[tuple[CheckBatch, asyncio.Future[Answer]]]) -> bool:
+        """Send one call; False when its deadline passed first (its requests were answered then)."""
+        loop = asyncio.get_running_loop()
+        call = _Call(batch)
+        self._out += len(batch)
         started = time.perf_counter()
-        err: Exception | None = None
         if self._idle_spin and len(batch) == 1 and self._in_flight == 1 and not self._queue:
             self._spin_until = started + self._idle_spin
             sys.setswitchinterval(SPIN_SWITCH_INTERVAL)
-            asyncio.get_running_loop().call_soon(self._spin)
+            loop.call_soon(self._spin)
+        # The deadline times the call, not the wait for a slot. It is a timer rather than a task wrapping the
+        # call: under load every extra hop through the ready queue is a full, long loop iteration.
+        timer = loop.call_later(self._timeout, self._give_up, call)
+        err: Exception | None = None
         try:
             result = await self._run([checks for checks, _ in batch])
         except TimeoutError:
@@ -155,19 +189,50 @@ class Coalescer:
         except Exception as e:
             err = e
         finally:
-            if self._spin_until:
-                sys.setswitchinterval(self._switch_interval)
-            self._spin_until = 0.0
-        if self._metrics is not None:
-            self._metrics.store_latency.observe(time.perf_counter() - started)
-            self._metrics.batch_size.observe(len(batch))
-            if err is not None:
-                self._metrics.store_errors.inc()
+            call.done = True
+            timer.cancel()
+            self._stop_spin()
+            if not call.given_up:
+                self._out -= len(batch)
+        if call.given_up:
+            return False  # too late: the requests were answered by the failure mode; drop the result
+        self._observe(started, len(batch), err)
         if err is not None:
             for _, fut in batch:
                 if not fut.done():
                     fut.set_exception(err)
-            return
+            return True
         for seq, ((_, fut), row) in enumerate(zip(batch, result.results, strict=True)):
             if not fut.done():
                 fut.set_result((result.now_us, seq, row))
+        return True
+
+    def _give_up(self, call: _Call, hops: int = 2) -> None:
+        """The call's deadline passed: answer its requests with the failure mode, and hand its slot to a new
+        drain so the queue moves on while the call hangs (the store client's own timeout ends it; it is not
+        cancelled, since a cluster call may be refunding a partial reservation).
+
+        First a couple of rounds through the ready queue: a worker stalled past the deadline (CPU starved)
+        runs due timers before the task that its store's reply, read meanwhile, has woken (uvloop)."""
+        if call.done:
+            return
+        if hops:
+            asyncio.get_running_loop().call_soon(self._give_up, call, hops - 1)
+            return
+        call.given_up = True
+        self._out -= len(call.batch)
+        self._observe(time.perf_counter() - self._timeout, len(call.batch), StoreUnavailable("store timeout"))
+        for _, fut in call.batch:
+            if not fut.done():
+                fut.set_exception(StoreUnavailable("store timeout"))
+        self._stop_spin()
+        self._in_flight -= 1
+        if self._queue and self._in_flight < self._max_in_flight and not self._gathering:
+            self._start_drain()
+
+    def _observe(self, started: float, size: int, err: Exception | None) -> None:
+        if self._metrics is not None:
+            self._metrics.store_latency.observe(time.perf_counter() - started)
+            self._metrics.batch_size.observe(size)
+            if err is not None:
+                self._metrics.store_errors.inc()

@@ -13,6 +13,7 @@ import time
 from collections.abc import Sequence
 
 import pytest
+import uvloop
 
 from ratelimitd.store.checks import Check, CheckBatch
 from ratelimitd.store.coalescer import SPIN_SWITCH_INTERVAL, Coalescer
@@ -133,26 +134,29 @@ async def test_a_full_queue_refuses_at_once() -> None:
     await asyncio.gather(*waiting)
 
 
-async def test_a_reply_waiting_in_the_socket_beats_a_deadline_missed_by_a_starved_loop() -> None:
-    """The worker stalls past the deadline while the store's reply is already readable: the reply wins."""
-    loop = asyncio.get_running_loop()
-    ours, theirs = socket.socketpair()
-    reader, writer = await asyncio.open_connection(sock=ours)
+def test_a_reply_waiting_in_the_socket_beats_a_deadline_missed_by_a_starved_loop() -> None:
+    """The worker stalls past the deadline while the store's reply is already readable: the reply wins.
+    Run on uvloop (as the service is), whose loop runs due timers before it reads sockets."""
 
-    async def over_a_socket(requests: Sequence[CheckBatch]) -> BatchResult:
-        await reader.readexactly(1)
-        return BatchResult(1, [[CheckResult(True, 1, 0, 0)] for _ in requests])
+    async def scenario() -> int:
+        ours, theirs = socket.socketpair()
+        reader, writer = await asyncio.open_connection(sock=ours)
 
-    co = Coalescer(over_a_socket, timeout=0.02, linger=0.0)
-    pending = asyncio.ensure_future(co.submit(batch()))
-    await asyncio.sleep(0.005)
-    theirs.send(b"x")
-    time.sleep(0.05)  # noqa: ASYNC251  (the point: the loop is starved past the deadline, as under CPU contention)
-    assert (await pending)[0] == 1
-    writer.close()
-    theirs.close()
-    await asyncio.sleep(0)
-    assert loop.is_running()
+        async def over_a_socket(requests: Sequence[CheckBatch]) -> BatchResult:
+            await reader.readexactly(1)
+            return BatchResult(1, [[CheckResult(True, 1, 0, 0)] for _ in requests])
+
+        co = Coalescer(over_a_socket, timeout=0.02, linger=0.0, idle_spin=0.0)
+        pending = asyncio.ensure_future(co.submit(batch()))
+        await asyncio.sleep(0.005)
+        theirs.send(b"x")
+        time.sleep(0.05)  # noqa: ASYNC251  (the point: the loop is starved past the deadline)
+        now_us = (await pending)[0]
+        writer.close()
+        theirs.close()
+        return now_us
+
+    assert uvloop.run(scenario()) == 1
 
 
 async def test_a_lone_call_spins_with_a_short_switch_interval_and_restores_it() -> None:
@@ -172,3 +176,39 @@ async def test_a_lone_call_spins_with_a_short_switch_interval_and_restores_it() 
     seen.clear()
     await asyncio.gather(*(co.submit(batch()) for _ in range(6)))
     assert default in seen and sys.getswitchinterval() == default
+
+
+async def test_waiting_for_a_slot_does_not_count_against_the_store_timeout() -> None:
+    run = Runner(delay=0.03)  # each call takes 30 ms of the 50 ms allowed
+    co = Coalescer(run, timeout=0.05, max_in_flight=1, max_batch=1, linger=0.0)
+    answers = await asyncio.gather(*(co.submit(batch()) for _ in range(4)))  # the last waits ~90 ms for its slot
+    assert len(answers) == 4 and run.calls == [1, 1, 1, 1]
+
+
+async def test_a_request_that_never_gets_a_slot_gives_up_after_the_longer_bound() -> None:
+    run = Runner()
+    run.release = asyncio.Event()  # a hung store: every call is given up after the 50 ms timeout
+    co = Coalescer(run, timeout=0.05, max_in_flight=1, max_batch=1, linger=0.0)
+    started = time.perf_counter()
+    results = await asyncio.gather(*(co.submit(batch()) for _ in range(14)), return_exceptions=True)
+    assert all(isinstance(r, StoreUnavailable) for r in results)
+    reasons = [str(r) for r in results]
+    assert reasons[0] == "store timeout" and reasons[-1] == "no store call slot in time"
+    assert len(run.calls) < 14  # the last ones were answered without a call
+    assert time.perf_counter() - started < 1.5
+    run.release.set()
+
+
+async def test_a_cancelled_request_leaves_the_queue_unsent() -> None:
+    run = Runner()
+    run.release = asyncio.Event()
+    co = Coalescer(run, timeout=5.0, max_in_flight=1, linger=0.0)
+    first = asyncio.ensure_future(co.submit(batch()))
+    await asyncio.sleep(0.01)
+    gone = asyncio.ensure_future(co.submit(batch()))
+    kept = asyncio.ensure_future(co.submit(batch()))
+    await asyncio.sleep(0.01)
+    gone.cancel()  # as grpc does when the caller's deadline passes
+    run.release.set()
+    await asyncio.gather(first, kept)
+    assert run.calls == [1, 1]
