@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import grpc
 from envoy.config.core.v3 import base_pb2
 from envoy.service.ratelimit.v3 import rls_pb2, rls_pb2_grpc
@@ -38,17 +40,26 @@ def decode(msg: rls_pb2.RateLimitRequest) -> Request:
     return Request(msg.domain, tuple(descriptors), msg.hits_addend)
 
 
+@lru_cache(maxsize=4096)
+def _current_limit(requests_per_unit: int, unit: Unit, name: str | None) -> rls_pb2.RateLimitResponse.RateLimit:
+    """A rule's `current_limit`, built once: passing it to `add()` copies it into each response."""
+    return rls_pb2.RateLimitResponse.RateLimit(requests_per_unit=requests_per_unit, unit=int(unit), name=name or "")
+
+
 def encode(decision: Decision) -> rls_pb2.RateLimitResponse:
     # duration_until_reset is whole seconds rounded up, like envoyproxy/ratelimit: Envoy's headers print seconds.
     resp = rls_pb2.RateLimitResponse(overall_code=int(decision.code))
+    add = resp.statuses.add
     for s in decision.statuses:
-        st = resp.statuses.add(code=int(s.code), limit_remaining=s.remaining)
-        if s.rule is not None:
-            st.current_limit.requests_per_unit = s.rule.requests_per_unit
-            st.current_limit.unit = int(s.rule.unit)
-            if s.rule.name:
-                st.current_limit.name = s.rule.name
-            st.duration_until_reset.seconds = ceil_div(s.reset_after_us, 1_000_000)
+        if s.rule is None:
+            add(code=int(s.code), limit_remaining=s.remaining)
+            continue
+        add(
+            code=int(s.code),
+            limit_remaining=s.remaining,
+            current_limit=_current_limit(s.rule.requests_per_unit, s.rule.unit, s.rule.name),
+            duration_until_reset={"seconds": ceil_div(s.reset_after_us, 1_000_000)},
+        )
     for name, value in decision.headers:
         resp.response_headers_to_add.append(base_pb2.HeaderValue(key=name, value=value))
     return resp
