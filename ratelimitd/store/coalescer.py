@@ -59,7 +59,7 @@ class Coalescer:
         idle_spin: float = 0.001,
     ) -> None:
         self._metrics = metrics
-        # Linger only under load (several requests waiting or every call slot busy); zero when idle.
+        # Linger only under load (more than one request held, see _busy); zero when idle.
         self._linger = linger
         self._out = 0  # requests in calls that are out
         self._run = run
