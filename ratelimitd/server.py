@@ -21,7 +21,7 @@ from grpc_reflection.v1alpha import reflection
 from ratelimitd.api.admin import AdminService, TokenCheck, add_admin_routes
 from ratelimitd.api.envoy_rls import SERVICE_NAME, EnvoyRateLimitService
 from ratelimitd.api.envoy_rls import decode as envoy_decode
-from ratelimitd.api.grpc_util import add_unary_methods
+from ratelimitd.api.grpc_util import add_check_methods
 from ratelimitd.api.http import make_app
 from ratelimitd.api.native import RateLimiterService
 from ratelimitd.api.native import decode as native_decode
@@ -124,18 +124,23 @@ class Service:
         limits = [("grpc.max_receive_message_length", s.max_message_bytes)]
         server = grpc.aio.server(options=[*limits, ("grpc.so_reuseport", 1)])
         envoy_face = EnvoyRateLimitService(engine, s.expose_store_time)
-        add_unary_methods(
+        add_check_methods(
             server,
             SERVICE_NAME,
-            {"ShouldRateLimit": (envoy_face.ShouldRateLimit, rls_pb2.RateLimitRequest, rls_pb2.RateLimitResponse)},
-            {"ShouldRateLimit": envoy_decode},
+            {
+                "ShouldRateLimit": (
+                    envoy_face.ShouldRateLimit,
+                    rls_pb2.RateLimitRequest,
+                    rls_pb2.RateLimitResponse,
+                    envoy_decode,
+                )
+            },
         )
         native_face = RateLimiterService(engine)
-        add_unary_methods(
+        add_check_methods(
             server,
             NATIVE_SERVICE,
-            {"Check": (native_face.Check, native_pb.CheckRequest, native_pb.CheckResponse)},
-            {"Check": native_decode},
+            {"Check": (native_face.Check, native_pb.CheckRequest, native_pb.CheckResponse, native_decode)},
         )
         health_servicer = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

@@ -1,10 +1,8 @@
-"""Register unary gRPC methods whose request decoding cannot fail with a trace.
+"""Register the check methods, whose request decoding cannot fail with a trace.
 
 grpc's generated registration decodes with `FromString`; corrupt bytes then surface as UNKNOWN with the
 exception's text and a traceback in our log. Here a decode failure becomes a `Malformed` request that
-the handler answers with INVALID_ARGUMENT.
-
-Check methods go one step further: their deserializer turns the bytes straight into the engine's `Request`,
+the handler answers with INVALID_ARGUMENT. The deserializer turns the bytes straight into the engine's `Request`,
 remembering recent small requests by their bytes. Gateways send the same few descriptor sets over and over,
 and walking a protobuf message field by field costs more Python time than anything else in a check.
 """
@@ -66,26 +64,18 @@ def request_deserializer(cls: type[M], decode: Callable[[M], Request]) -> Callab
     return deserialize
 
 
-Method = tuple[Callable[..., Any], type[Message], type[Message]]
+# (handler, request class, response class, request class -> engine Request)
+CheckMethod = tuple[Callable[..., Any], type[Message], type[Message], Callable[[Any], Request]]
 
 
-def add_unary_methods(
-    server: grpc.aio.Server,
-    service: str,
-    methods: dict[str, Method],
-    decoders: dict[str, Callable[[Any], Request]] | None = None,
-) -> None:
-    """Register `methods`; those named in `decoders` receive a decoded `Request | Malformed`."""
-    decoders = decoders or {}
-
-    def deserializer(name: str, cls: type[Message]) -> Callable[[bytes], Any]:
-        decode = decoders.get(name)
-        return safe_deserializer(cls) if decode is None else request_deserializer(cls, decode)
-
+def add_check_methods(server: grpc.aio.Server, service: str, methods: dict[str, CheckMethod]) -> None:
+    """Register check methods; each handler receives a decoded `Request | Malformed`."""
     handlers = {
         name: grpc.unary_unary_rpc_method_handler(
-            handler, request_deserializer=deserializer(name, req), response_serializer=resp.SerializeToString
+            handler,
+            request_deserializer=request_deserializer(req, decode),
+            response_serializer=resp.SerializeToString,
         )
-        for name, (handler, req, resp) in methods.items()
+        for name, (handler, req, resp, decode) in methods.items()
     }
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service, handlers),))

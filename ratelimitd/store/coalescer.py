@@ -1,7 +1,7 @@
 """Group the checks of concurrent requests into few store calls (group commit with an adaptive linger).
 
-When idle a request goes out at once, alone. Under load (the last call carried several requests, or several
-are waiting) the next call lingers in steps of a quarter of `linger` while requests keep arriving, up to
+When idle a request goes out at once, alone. Under load (the worker holds more than one request, queued or in
+a call) the next call lingers in steps of a quarter of `linger` while requests keep arriving, up to
 `linger` in all: grpc.aio hands the service one RPC per loop iteration, so only time gathers a batch, and on a
 CPU-bound worker fewer calls mean more checks per second (measured: README, Performance). Each request stays
 all-or-nothing because the script evaluates the requests of a batch one after another.
@@ -38,12 +38,19 @@ Answer = tuple[int, int, list[CheckResult]]
 class _Call:
     """One store call that is out; `given_up` once its deadline passed and its requests were answered."""
 
-    __slots__ = ("batch", "done", "given_up")
+    __slots__ = ("batch", "done", "given_up", "started")
 
     def __init__(self, batch: list[tuple[CheckBatch, asyncio.Future[Answer]]]) -> None:
         self.batch = batch
+        self.started = time.perf_counter()
         self.done = False
         self.given_up = False
+
+
+def _fail(batch: list[tuple[CheckBatch, asyncio.Future[Answer]]], err: Exception) -> None:
+    for _, fut in batch:
+        if not fut.done():
+            fut.set_exception(err)
 
 
 class Coalescer:
@@ -173,9 +180,8 @@ class Coalescer:
         loop = asyncio.get_running_loop()
         call = _Call(batch)
         self._out += len(batch)
-        started = time.perf_counter()
         if self._idle_spin and len(batch) == 1 and self._in_flight == 1 and not self._queue:
-            self._spin_until = started + self._idle_spin
+            self._spin_until = call.started + self._idle_spin
             sys.setswitchinterval(SPIN_SWITCH_INTERVAL)
             loop.call_soon(self._spin)
         # The deadline times the call, not the wait for a slot. It is a timer rather than a task wrapping the
@@ -196,11 +202,9 @@ class Coalescer:
                 self._out -= len(batch)
         if call.given_up:
             return False  # too late: the requests were answered by the failure mode; drop the result
-        self._observe(started, len(batch), err)
+        self._observe(call, err)
         if err is not None:
-            for _, fut in batch:
-                if not fut.done():
-                    fut.set_exception(err)
+            _fail(batch, err)
             return True
         for seq, ((_, fut), row) in enumerate(zip(batch, result.results, strict=True)):
             if not fut.done():
@@ -221,18 +225,17 @@ class Coalescer:
             return
         call.given_up = True
         self._out -= len(call.batch)
-        self._observe(time.perf_counter() - self._timeout, len(call.batch), StoreUnavailable("store timeout"))
-        for _, fut in call.batch:
-            if not fut.done():
-                fut.set_exception(StoreUnavailable("store timeout"))
+        err = StoreUnavailable("store timeout")
+        self._observe(call, err)
+        _fail(call.batch, err)
         self._stop_spin()
         self._in_flight -= 1
         if self._queue and self._in_flight < self._max_in_flight and not self._gathering:
             self._start_drain()
 
-    def _observe(self, started: float, size: int, err: Exception | None) -> None:
+    def _observe(self, call: _Call, err: Exception | None) -> None:
         if self._metrics is not None:
-            self._metrics.store_latency.observe(time.perf_counter() - started)
-            self._metrics.batch_size.observe(size)
+            self._metrics.store_latency.observe(time.perf_counter() - call.started)
+            self._metrics.batch_size.observe(len(call.batch))
             if err is not None:
                 self._metrics.store_errors.inc()

@@ -16,7 +16,7 @@ import pytest
 import uvloop
 
 from ratelimitd.store.checks import Check, CheckBatch
-from ratelimitd.store.coalescer import SPIN_SWITCH_INTERVAL, Coalescer
+from ratelimitd.store.coalescer import SPIN_SWITCH_INTERVAL, Answer, Coalescer
 from ratelimitd.store.redis_store import BatchResult, CheckResult, StoreUnavailable
 
 
@@ -32,6 +32,10 @@ class Runner:
         self.calls: list[int] = []
         self.release: asyncio.Event | None = None
 
+    def let_go(self) -> None:
+        assert self.release is not None
+        self.release.set()
+
     async def __call__(self, requests: Sequence[CheckBatch]) -> BatchResult:
         self.calls.append(len(requests))
         if self.release is not None:
@@ -39,6 +43,20 @@ class Runner:
         elif self.delay:
             await asyncio.sleep(self.delay)
         return BatchResult(7, [[CheckResult(True, 1, 0, 0) for _ in r.checks] for r in requests])
+
+
+async def hold_a_call(co: Coalescer, run: Runner) -> asyncio.Future[Answer]:
+    """Put one request in a call that stays out until `run.let_go()`; return its answer to come."""
+    run.release = asyncio.Event()
+    first: asyncio.Future[Answer] = asyncio.ensure_future(co.submit(batch()))
+    await asyncio.sleep(0.01)
+    return first
+
+
+async def submit_while_held(co: Coalescer, n: int) -> list[asyncio.Future[Answer]]:
+    rest: list[asyncio.Future[Answer]] = [asyncio.ensure_future(co.submit(batch())) for _ in range(n)]
+    await asyncio.sleep(0.01)
+    return rest
 
 
 async def test_an_idle_request_leaves_at_once_alone() -> None:
@@ -53,13 +71,10 @@ async def test_an_idle_request_leaves_at_once_alone() -> None:
 
 async def test_requests_arriving_during_a_call_share_the_next_one() -> None:
     run = Runner()
-    run.release = asyncio.Event()
     co = Coalescer(run, timeout=5.0, max_in_flight=1, linger=0.0)
-    first = asyncio.ensure_future(co.submit(batch()))
-    await asyncio.sleep(0.01)
-    rest = [asyncio.ensure_future(co.submit(batch())) for _ in range(5)]
-    await asyncio.sleep(0.01)
-    run.release.set()
+    first = await hold_a_call(co, run)
+    rest = await submit_while_held(co, 5)
+    run.let_go()
     answers = await asyncio.gather(first, *rest)
     assert run.calls == [1, 5]
     assert sorted(seq for _, seq, _ in answers[1:]) == [0, 1, 2, 3, 4]  # positions within the shared call
@@ -67,13 +82,10 @@ async def test_requests_arriving_during_a_call_share_the_next_one() -> None:
 
 async def test_batches_are_bounded() -> None:
     run = Runner()
-    run.release = asyncio.Event()
     co = Coalescer(run, timeout=5.0, max_in_flight=1, max_batch=3, linger=0.0)
-    first = asyncio.ensure_future(co.submit(batch()))
-    await asyncio.sleep(0.01)
-    rest = [asyncio.ensure_future(co.submit(batch())) for _ in range(7)]
-    await asyncio.sleep(0.01)
-    run.release.set()
+    first = await hold_a_call(co, run)
+    rest = await submit_while_held(co, 7)
+    run.let_go()
     await asyncio.gather(first, *rest)
     assert run.calls == [1, 3, 3, 1]
 
@@ -96,14 +108,11 @@ async def test_under_load_the_linger_gathers_requests_that_keep_arriving() -> No
 
 async def test_the_linger_ends_when_callers_stop_arriving() -> None:
     run = Runner()
-    run.release = asyncio.Event()
     co = Coalescer(run, timeout=5.0, max_in_flight=1, linger=1.0)
-    first = asyncio.ensure_future(co.submit(batch()))
-    await asyncio.sleep(0.01)
-    rest = [asyncio.ensure_future(co.submit(batch())) for _ in range(3)]
-    await asyncio.sleep(0.01)
+    first = await hold_a_call(co, run)
+    rest = await submit_while_held(co, 3)
     started = time.perf_counter()
-    run.release.set()
+    run.let_go()
     await asyncio.gather(first, *rest)
     # the busy call lingers one step (linger / 4) in which nobody arrives, not the whole second
     assert time.perf_counter() - started < 0.6
@@ -122,15 +131,12 @@ async def test_a_hung_store_is_answered_at_the_deadline() -> None:
 
 async def test_a_full_queue_refuses_at_once() -> None:
     run = Runner()
-    run.release = asyncio.Event()
     co = Coalescer(run, timeout=5.0, max_in_flight=1, max_queue=2, linger=0.0)
-    waiting = [asyncio.ensure_future(co.submit(batch()))]
-    await asyncio.sleep(0.01)  # the first is in the (held) call; the next two fill the queue
-    waiting += [asyncio.ensure_future(co.submit(batch())) for _ in range(2)]
-    await asyncio.sleep(0.01)
+    first = await hold_a_call(co, run)
+    waiting = [first, *await submit_while_held(co, 2)]  # the next two fill the queue
     with pytest.raises(StoreUnavailable, match="queue full"):
         await co.submit(batch())
-    run.release.set()
+    run.let_go()
     await asyncio.gather(*waiting)
 
 
@@ -196,19 +202,15 @@ async def test_a_request_that_never_gets_a_slot_gives_up_after_the_longer_bound(
     assert reasons[0] == "store timeout" and reasons[-1] == "no store call slot in time"
     assert len(run.calls) < 14  # the last ones were answered without a call
     assert time.perf_counter() - started < 1.5
-    run.release.set()
+    run.let_go()
 
 
 async def test_a_cancelled_request_leaves_the_queue_unsent() -> None:
     run = Runner()
-    run.release = asyncio.Event()
     co = Coalescer(run, timeout=5.0, max_in_flight=1, linger=0.0)
-    first = asyncio.ensure_future(co.submit(batch()))
-    await asyncio.sleep(0.01)
-    gone = asyncio.ensure_future(co.submit(batch()))
-    kept = asyncio.ensure_future(co.submit(batch()))
-    await asyncio.sleep(0.01)
+    first = await hold_a_call(co, run)
+    gone, kept = await submit_while_held(co, 2)
     gone.cancel()  # as grpc does when the caller's deadline passes
-    run.release.set()
+    run.let_go()
     await asyncio.gather(first, kept)
     assert run.calls == [1, 1]
