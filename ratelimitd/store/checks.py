@@ -88,14 +88,15 @@ def quota_boundaries(unit: Unit, tz: str, now: float) -> tuple[int, int, int, in
     The script picks the period that holds the store's time, so a service clock that is off by up to
     a period still charges the right one.
     """
-    bucket = int(now // 3600)
-    return _boundaries_for_hour(unit, tz, bucket)
+    # Every zone's calendar boundaries fall on a quarter hour (UTC+5:30, +5:45, ...), so the quarter hour that
+    # holds `now` lies in one period and its boundaries can be cached; an hour could straddle a local midnight.
+    return _boundaries_for_quarter(unit, tz, int(now // 900))
 
 
 @lru_cache(maxsize=1024)
-def _boundaries_for_hour(unit: Unit, tz: str, hour: int) -> tuple[int, int, int, int]:
+def _boundaries_for_quarter(unit: Unit, tz: str, quarter: int) -> tuple[int, int, int, int]:
     zone = ZoneInfo(tz)
-    local = datetime.fromtimestamp(hour * 3600, zone)
+    local = datetime.fromtimestamp(quarter * 900, zone)
     start = _period_start(unit, local)
     prev = _period_start(unit, start - timedelta(seconds=1))
     nxt = _next_start(unit, start)

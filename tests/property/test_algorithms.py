@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from fractions import Fraction
 
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from ratelimitd.config.units import Unit
@@ -122,6 +122,8 @@ def test_sliding_log(harness: ScriptHarness, n: int, mult: int, schedule_seed: s
     schedule=st.lists(st.tuples(st.integers(0, 40 * 3600 * 10**6), st.integers(0, 13)), min_size=1, max_size=40),
     offset=st.integers(0, 400 * 86400 * 10**6),
 )
+# a request at a local midnight that is not on a UTC hour (UTC+5:30)
+@example(n=1, tz="Asia/Kolkata", unit=Unit.DAY, schedule=[(0, 0)], offset=1_441_000_000_000)
 def test_quota(
     harness: ScriptHarness, n: int, tz: str, unit: Unit, schedule: list[tuple[int, int]], offset: int
 ) -> None:
