@@ -200,6 +200,7 @@ class Service:
         loop.add_signal_handler(signal.SIGHUP, lambda: reloader.reload("SIGHUP"))
         if s.watch_config:
             self._background(reloader.watch(self.stopping))
+        self._background(metrics.flush_every())
         await self.stopping.wait()
 
         log.info("stopping: draining in-flight requests")
@@ -211,6 +212,7 @@ class Service:
         await runner.cleanup()
         for task in list(self._tasks):
             task.cancel()
+        metrics.flush()
         with suppress(Exception):
             await store.close()
         if self.embedded is not None:

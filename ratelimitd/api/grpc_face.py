@@ -27,7 +27,7 @@ class GrpcFace:
     def __init__(self, engine: Engine, api: str) -> None:
         self.engine = engine
         self.api = api
-        self._latency = engine.metrics.request_latency.labels(api)
+        self._latency = engine.metrics.histogram(engine.metrics.request_latency, api)
         self._invalid = engine.metrics.invalid_requests.labels(api)
 
     async def decide(self, req: Request | Malformed, context: grpc.aio.ServicerContext) -> Decision:

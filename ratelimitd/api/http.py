@@ -133,7 +133,7 @@ def build_descriptors(specs: tuple[HttpDescriptorModel, ...], request: web.Reque
 
 
 def make_app(engine: Engine, is_healthy: Callable[[], bool], max_body: int = MAX_BODY) -> web.Application:
-    latency = engine.metrics.request_latency.labels("http")
+    latency = engine.metrics.histogram(engine.metrics.request_latency, "http")
     invalid = engine.metrics.invalid_requests.labels("http")
 
     async def healthz(_: web.Request) -> web.Response:

@@ -66,6 +66,9 @@ class Coalescer:
         idle_spin: float = 0.001,
     ) -> None:
         self._metrics = metrics
+        self._observed = (
+            (metrics.histogram(metrics.store_latency), metrics.histogram(metrics.batch_size)) if metrics else None
+        )
         # Linger only under load (more than one request held, see _busy); zero when idle.
         self._linger = linger
         self._out = 0  # requests in calls that are out
@@ -234,8 +237,9 @@ class Coalescer:
             self._start_drain()
 
     def _observe(self, call: _Call, err: Exception | None) -> None:
-        if self._metrics is not None:
-            self._metrics.store_latency.observe(time.perf_counter() - call.started)
-            self._metrics.batch_size.observe(len(call.batch))
-            if err is not None:
-                self._metrics.store_errors.inc()
+        if self._observed is not None:
+            latency, sizes = self._observed
+            latency.observe(time.perf_counter() - call.started)
+            sizes.observe(len(call.batch))
+        if err is not None and self._metrics is not None:
+            self._metrics.store_errors.inc()
