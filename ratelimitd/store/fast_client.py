@@ -49,13 +49,17 @@ class _Connection(asyncio.Protocol):
                 fut.set_exception(RedisConnectionError(f"connection to the store lost: {exc or 'closed'}"))
 
     def send(self, args: tuple[Any, ...]) -> asyncio.Future[Any]:
+        return self.send_packed(hiredis.pack_command(args))
+
+    def send_packed(self, command: bytes) -> asyncio.Future[Any]:
+        """Send a command already framed as RESP (`resp.py`)."""
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[Any] = loop.create_future()
         if self.transport is None or self.transport.is_closing():
             fut.set_exception(RedisConnectionError("not connected"))
             return fut
         self.waiting.append((fut, loop.call_later(self.reply_timeout, self._hung)))
-        self.transport.write(hiredis.pack_command(args))
+        self.transport.write(command)
         return fut
 
     def _hung(self) -> None:
@@ -120,6 +124,10 @@ class FastRedis:
     async def _call(self, *args: Any) -> Any:
         conn = await self._connection()
         return self._check(await conn.send(args))
+
+    async def execute_packed(self, command: bytes) -> Any:
+        conn = await self._connection()
+        return self._check(await conn.send_packed(command))
 
     async def evalsha(self, sha: str, numkeys: int, *keys_and_args: Any) -> Any:
         return await self._call("EVALSHA", sha, numkeys, *keys_and_args)

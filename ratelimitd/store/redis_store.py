@@ -17,13 +17,15 @@ import logging
 import secrets
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, NamedTuple
 
 from redis.exceptions import NoScriptError, RedisError
 
 from ratelimitd.store.checks import QUOTA_MODE, SHADOW, Check, CheckBatch
+from ratelimitd.store.fast_client import FastRedis
 from ratelimitd.store.keys import hash_slot
+from ratelimitd.store.resp import pack_evalsha
 from ratelimitd.store.scripts import admin_script, batch_script, refund_script, script_sha
 
 log = logging.getLogger(__name__)
@@ -33,8 +35,10 @@ class StoreUnavailable(Exception):
     """The store did not answer in time or answered with an error; the failure mode decides."""
 
 
-@dataclass(frozen=True, slots=True)
-class CheckResult:
+class CheckResult(NamedTuple):
+    """One check's answer; a named tuple because a batch decodes thousands a second (~2x cheaper to make than
+    a frozen dataclass)."""
+
     admitted: bool
     remaining: int
     reset_after_us: int
@@ -98,8 +102,11 @@ class Script:
         try:
             return await client.evalsha(self.sha, len(keys), *keys, *args)
         except NoScriptError:
-            log.info("script %s not loaded on the store; sending it", self.sha[:10])
-            return await client.eval(self.text, len(keys), *keys, *args)
+            return await self.send_text(client, keys, args)
+
+    async def send_text(self, client: Any, keys: Sequence[str], args: Sequence[int | str]) -> Any:
+        log.info("script %s not loaded on the store; sending it", self.sha[:10])
+        return await client.eval(self.text, len(keys), *keys, *args)
 
 
 class RedisStore:
@@ -121,6 +128,12 @@ class RedisStore:
             raise StoreUnavailable(f"{type(err).__name__}: {err}") from err
 
     async def _call(self, requests: Sequence[CheckBatch], now_us: int | None) -> BatchResult:
+        if isinstance(self.hot, FastRedis):  # the command framed from cached pieces (resp.py)
+            try:
+                raw = await self.hot.execute_packed(pack_evalsha(self.batch.sha, requests, now_us))
+            except NoScriptError:
+                raw = await self.batch.send_text(self.hot, *encode_batch(requests, now_us))
+            return decode_batch(raw, requests)
         keys, args = encode_batch(requests, now_us)
         return decode_batch(await self.batch(self.hot, keys, args), requests)
 
@@ -169,7 +182,7 @@ class RedisStore:
                 refunds.append(self._refund([all_checks[i] for i in charged], charged_at))
                 for i in charged:
                     r = results[ri][i]
-                    results[ri][i] = replace(r, remaining=r.remaining + all_checks[i].args[1])
+                    results[ri][i] = r._replace(remaining=r.remaining + all_checks[i].args[1])
         if refunds:
             await asyncio.gather(*refunds)
         return BatchResult(now, results)
