@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import hiredis
 from hypothesis import given
 from hypothesis import strategies as st
@@ -20,6 +22,7 @@ batches = st.lists(requests, max_size=6)
 def test_pack_evalsha_matches_hiredis(requests: list[CheckBatch], now_us: int | None) -> None:
     sha = "0123456789abcdef0123456789abcdef01234567"
     keys, args = encode_batch(requests, now_us)
-    expected = hiredis.pack_command(("EVALSHA", sha, len(keys), *keys, *args))
+    command: tuple[Any, ...] = ("EVALSHA", sha, len(keys), *keys, *args)
+    expected = hiredis.pack_command(command)
     assert pack_evalsha(sha, requests, now_us) == expected
     assert pack_evalsha(sha, requests, now_us) == expected  # again, from the cached pieces
