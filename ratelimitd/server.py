@@ -110,7 +110,6 @@ class Service:
             metrics=metrics,
             linger=s.batch_linger,
             idle_spin=s.idle_spin,
-            store_progress=store.last_reply,
         )
         options = EngineOptions(failure_mode_deny=s.failure_mode == "deny", response_headers=s.response_headers)
         engine = Engine(

@@ -8,13 +8,7 @@ all-or-nothing because the script evaluates the requests of a batch one after an
 
 Every store call has a deadline (the store timeout): when it passes, the call's requests are answered with
 `StoreUnavailable` (the failure mode) and the slot serves the next batch, so a slow or dead store never
-holds a backlog for long. Unless the store has answered something since the call was sent (or since the
-last such check): then the store is alive and the worker is what is slow (a CPU-starved worker reads replies
-late), so the call gets another timeout, up to the longer bound below. Measured at 256 in flight on 2 cores:
-failure-mode answers 3,100-3,250 per 4 s round with the plain deadline, 2,400-2,700 with this, 0 and 1,168
-with a 200 ms store timeout (the rest are calls that Redis itself, starved of CPU too, answered late).
-
-Waiting for a slot is not timed by the store timeout: on a worker that is simply
+holds a backlog for long. Waiting for a slot is not timed by the store timeout: on a worker that is simply
 busy, requests are decided late rather than let through unchecked; that wait has its own, longer bound, the
 queue is bounded in length, and a caller that gives up (gRPC deadline, closed HTTP connection) cancels its
 request, which then leaves the queue unsent.
@@ -44,14 +38,13 @@ Answer = tuple[int, int, list[CheckResult]]
 class _Call:
     """One store call that is out; `given_up` once its deadline passed and its requests were answered."""
 
-    __slots__ = ("batch", "checked", "done", "given_up", "started", "timer")
+    __slots__ = ("batch", "done", "given_up", "started")
 
     def __init__(self, batch: list[tuple[CheckBatch, asyncio.Future[Answer]]]) -> None:
         self.batch = batch
-        self.started = self.checked = time.perf_counter()  # checked: when the deadline last looked
+        self.started = time.perf_counter()
         self.done = False
         self.given_up = False
-        self.timer: asyncio.TimerHandle | None = None
 
 
 def _fail(batch: list[tuple[CheckBatch, asyncio.Future[Answer]]], err: Exception) -> None:
@@ -71,10 +64,7 @@ class Coalescer:
         metrics: Metrics | None = None,
         linger: float = 0.005,
         idle_spin: float = 0.001,
-        store_progress: Callable[[], float] | None = None,
     ) -> None:
-        # when the store last answered anything (perf_counter), if its client can tell; see _give_up
-        self._store_progress = store_progress
         self._metrics = metrics
         self._observed = (
             (metrics.histogram(metrics.store_latency), metrics.histogram(metrics.batch_size)) if metrics else None
@@ -199,7 +189,7 @@ class Coalescer:
             loop.call_soon(self._spin)
         # The deadline times the call, not the wait for a slot. It is a timer rather than a task wrapping the
         # call: under load every extra hop through the ready queue is a full, long loop iteration.
-        call.timer = loop.call_later(self._timeout, self._give_up, call)
+        timer = loop.call_later(self._timeout, self._give_up, call)
         err: Exception | None = None
         try:
             result = await self._run([checks for checks, _ in batch])
@@ -209,8 +199,7 @@ class Coalescer:
             err = e
         finally:
             call.done = True
-            if call.timer is not None:
-                call.timer.cancel()
+            timer.cancel()
             self._stop_spin()
             if not call.given_up:
                 self._out -= len(batch)
@@ -234,14 +223,8 @@ class Coalescer:
         runs due timers before the task that its store's reply, read meanwhile, has woken (uvloop)."""
         if call.done:
             return
-        loop = asyncio.get_running_loop()
         if hops:
-            loop.call_soon(self._give_up, call, hops - 1)
-            return
-        now = time.perf_counter()
-        if self._store_alive(call, now):
-            call.checked = now
-            call.timer = loop.call_later(self._timeout, self._give_up, call)
+            asyncio.get_running_loop().call_soon(self._give_up, call, hops - 1)
             return
         call.given_up = True
         self._out -= len(call.batch)
@@ -252,13 +235,6 @@ class Coalescer:
         self._in_flight -= 1
         if self._queue and self._in_flight < self._max_in_flight and not self._gathering:
             self._start_drain()
-
-    def _store_alive(self, call: _Call, now: float) -> bool:
-        """The store answered something since the deadline last looked at this call, and the call is younger
-        than the longer bound: its reply is most likely on its way or already read, so waiting beats failing."""
-        if self._store_progress is None or now - call.started >= self._max_wait:
-            return False
-        return self._store_progress() > call.checked
 
     def _observe(self, call: _Call, err: Exception | None) -> None:
         if self._observed is not None:

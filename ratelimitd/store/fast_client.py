@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import time
 from collections import deque
 from typing import Any
 
@@ -24,8 +23,7 @@ from redis.exceptions import NoScriptError, ResponseError
 class _Connection(asyncio.Protocol):
     """One connection; replies come back in request order, so each takes the oldest waiting future."""
 
-    def __init__(self, reply_timeout: float, owner: FastRedis | None = None) -> None:
-        self.owner = owner  # told when a reply arrives (FastRedis.last_reply)
+    def __init__(self, reply_timeout: float) -> None:
         self.reader = hiredis.Reader()
         self.waiting: deque[tuple[asyncio.Future[Any], asyncio.TimerHandle]] = deque()
         self.transport: asyncio.Transport | None = None
@@ -37,8 +35,6 @@ class _Connection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         self.reader.feed(data)
         while (reply := self.reader.gets()) is not False:
-            if self.owner is not None:
-                self.owner.last_reply = time.perf_counter()
             fut, timer = self.waiting.popleft()
             timer.cancel()
             if not fut.done():
@@ -85,12 +81,12 @@ class FastRedis:
         self._conns: list[_Connection | None] = [None] * connections
         self._next = itertools.cycle(range(connections))
         self._connecting: dict[int, asyncio.Task[_Connection]] = {}
-        self.last_reply = 0.0  # perf_counter of the last reply read on any connection
 
     async def _open(self) -> _Connection:
         loop = asyncio.get_running_loop()
-        connecting = loop.create_connection(lambda: _Connection(self.reply_timeout, self), self.host, self.port)
-        _, conn = await asyncio.wait_for(connecting, self.connect_timeout)
+        _, conn = await asyncio.wait_for(
+            loop.create_connection(lambda: _Connection(self.reply_timeout), self.host, self.port), self.connect_timeout
+        )
         if self.password:
             auth = ("AUTH", self.username, self.password) if self.username else ("AUTH", self.password)
             self._check(await conn.send(auth))

@@ -119,10 +119,6 @@ class RedisStore:
         self.refund = Script(refund_script())
         self.admin = Script(admin_script())
 
-    def last_reply(self) -> float:
-        """When the hot client last read a reply (perf_counter); 0.0 when it cannot tell (redis-py)."""
-        return self.hot.last_reply if isinstance(self.hot, FastRedis) else 0.0
-
     async def evaluate(self, requests: Sequence[CheckBatch], now_us: int | None = None) -> BatchResult:
         try:
             if self.cluster:

@@ -214,39 +214,3 @@ async def test_a_cancelled_request_leaves_the_queue_unsent() -> None:
     run.let_go()
     await asyncio.gather(first, kept)
     assert run.calls == [1, 1]
-
-
-async def test_a_late_call_waits_while_the_store_keeps_answering() -> None:
-    """Past the deadline, a store that answered something since means a slow worker, not a slow store."""
-    run = Runner(delay=0.08)
-    alive = Coalescer(run, timeout=0.03, linger=0.0, idle_spin=0.0, store_progress=time.perf_counter)
-    started = time.perf_counter()
-    assert (await alive.submit(batch()))[0] == 7  # a real answer, after more than two deadlines
-    assert time.perf_counter() - started >= 0.08
-    # the same late call without word from the store gets the failure mode at its deadline
-    silent = Coalescer(Runner(delay=0.08), timeout=0.03, linger=0.0, idle_spin=0.0, store_progress=lambda: 0.0)
-    with pytest.raises(StoreUnavailable, match="store timeout"):
-        await silent.submit(batch())
-
-
-async def test_a_store_that_falls_silent_is_given_up_one_timeout_later() -> None:
-    run = Runner()
-    run.release = asyncio.Event()  # never answers this call
-    last_word = time.perf_counter() + 0.01  # the store answered something once, just after the call left
-    co = Coalescer(run, timeout=0.03, linger=0.0, idle_spin=0.0, store_progress=lambda: last_word)
-    started = time.perf_counter()
-    with pytest.raises(StoreUnavailable, match="store timeout"):
-        await co.submit(batch())
-    assert 0.055 <= time.perf_counter() - started < 0.2  # one extension, then the failure mode
-    run.let_go()
-
-
-async def test_a_late_call_is_given_up_at_the_longer_bound_however_lively_the_store() -> None:
-    run = Runner()
-    run.release = asyncio.Event()
-    co = Coalescer(run, timeout=0.01, linger=0.0, idle_spin=0.0, store_progress=time.perf_counter)
-    started = time.perf_counter()
-    with pytest.raises(StoreUnavailable, match="store timeout"):
-        await co.submit(batch())
-    assert 0.5 <= time.perf_counter() - started < 0.8  # max(10 x timeout, 0.5 s)
-    run.let_go()
