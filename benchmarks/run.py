@@ -24,6 +24,8 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -194,6 +196,36 @@ class Server:
             os.killpg(self.proc.pid, signal.SIGKILL)
 
 
+def bare_server(label: str, flavour: str, procs: int) -> Server:
+    port = free_port()
+    cmd = [sys.executable, "-m", "benchmarks.baseline_server", "--port", str(port), "--flavour", flavour]
+    return Server(label, [*cmd, "--procs", str(procs)], port)
+
+
+def ratelimitd_server(label: str, redis_url: str, workers: int, extra: Sequence[str] = ()) -> Server:
+    port, http_port = free_port(), free_port()
+    config = str(ROOT / "benchmarks" / "config" / "bench.yaml")
+    cmd = [sys.executable, "-m", "ratelimitd", "serve", "--config", config, "--redis-url", redis_url]
+    cmd += ["--grpc-listen", f"127.0.0.1:{port}", "--http-listen", f"127.0.0.1:{http_port}"]
+    cmd += ["--workers", str(workers), "--log-level", "warning", *extra]
+    return Server(label, cmd, port, http_port, uses_redis=True)
+
+
+@contextmanager
+def serving(servers: list[Server]) -> Iterator[None]:
+    """All servers up and settled for the whole measurement (idle ones use next to no CPU), then stopped."""
+    try:
+        for server in servers:
+            server.start()
+        for server in servers:
+            wait_port(server.port)
+        time.sleep(1.0)
+        yield
+    finally:
+        for server in servers:
+            server.stop()
+
+
 def measure(server: Server, n: int, seconds: float, tmp: Path, rclient: redis.Redis) -> Point:
     assert server.proc is not None
     r0 = redis_counters(rclient) if server.uses_redis else None
@@ -285,39 +317,26 @@ def main() -> int:
     rounds_n = args.rounds or (2 if args.quick else 3)
     mode = "quick" if args.quick else "full"
     w = args.workers
-    py = sys.executable
     store = EmbeddedRedis().start()
     rclient = redis.Redis.from_url(store.url)
-    config = str(ROOT / "benchmarks" / "config" / "bench.yaml")
     flavours = [("aio", w), ("sync", w)] if args.quick else [("aio", 1), ("aio", w), ("sync", 1), ("sync", w)]
     servers: list[Server] = []
     if "a" in args.only:
         for flavour, procs in flavours:
-            port = free_port()
             label = f"a: bare {'grpc.aio' if flavour == 'aio' else 'sync grpc'} x{procs}"
-            cmd = [py, "-m", "benchmarks.baseline_server", "--port", str(port), "--flavour", flavour]
-            servers.append(Server(label, [*cmd, "--procs", str(procs)], port))
+            servers.append(bare_server(label, flavour, procs))
     for label, extra in (
         (f"b: ratelimitd fast path off x{w}", ["--max-batch", "1", "--local-cache-size", "0"]),
         (f"c: ratelimitd x{w}", []),
     ):
         if label[0] in args.only:
-            port, http_port = free_port(), free_port()
-            cmd = [py, "-m", "ratelimitd", "serve", "--config", config, "--redis-url", store.url]
-            cmd += ["--grpc-listen", f"127.0.0.1:{port}", "--http-listen", f"127.0.0.1:{http_port}"]
-            cmd += ["--workers", str(w), "--log-level", "warning", *extra]
-            servers.append(Server(label, cmd, port, http_port, uses_redis=True))
+            servers.append(ratelimitd_server(label, store.url, w, extra))
     rounds: dict[tuple[str, int], list[Point]] = {}
     points: list[Point] = []
     headline_extra: dict[str, float] = {}
     with tempfile.TemporaryDirectory() as tmpdir:
         tmp = Path(tmpdir)
-        try:
-            for server in servers:
-                server.start()
-            for server in servers:
-                wait_port(server.port)
-            time.sleep(1.0)
+        with serving(servers):
             for server in servers:
                 h2load(server.port, 8, 1.0, tmp)  # warm-up: connections, scripts, caches
             # Rounds alternate between the variants, so each ratio compares runs minutes apart at most on a
@@ -336,9 +355,6 @@ def main() -> int:
             points = [median_point(runs) for runs in rounds.values()]
             top = 128 if 128 in inflights else max(inflights)
             headline_extra = round_ratios(rounds, top)
-        finally:
-            for server in servers:
-                server.stop()
         try:
             from benchmarks.limits_inprocess import measure as measure_limits
 

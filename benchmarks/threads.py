@@ -12,15 +12,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import tempfile
-import time
 from pathlib import Path
 
 import psutil
 
-from benchmarks.run import ROOT, Server, h2load, wait_port
-from ratelimitd.store.embedded import EmbeddedRedis, free_port
+from benchmarks.run import bare_server, h2load, ratelimitd_server, serving
+from ratelimitd.store.embedded import EmbeddedRedis
 
 # (thread kind, voluntary switches, involuntary switches, CPU seconds) per thread id
 Snapshot = dict[int, tuple[str, int, int, float]]
@@ -71,27 +69,15 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 2)
     args = ap.parse_args()
-    py, w = sys.executable, str(args.workers)
     store = EmbeddedRedis().start()
     assert store.proc is not None
-    a_port, c_port, c_http = free_port(), free_port(), free_port()
-    config = str(ROOT / "benchmarks" / "config" / "bench.yaml")
-    c_cmd = [py, "-m", "ratelimitd", "serve", "--config", config, "--redis-url", store.url, "--log-level", "warning"]
-    c_cmd += ["--grpc-listen", f"127.0.0.1:{c_port}", "--http-listen", f"127.0.0.1:{c_http}"]
     servers = [
-        Server(
-            "a: bare grpc.aio", [py, "-m", "benchmarks.baseline_server", "--port", str(a_port), "--procs", w], a_port
-        ),
-        Server("c: ratelimitd", [*c_cmd, "--workers", w], c_port, c_http, uses_redis=True),
+        bare_server("a: bare grpc.aio", "aio", args.workers),
+        ratelimitd_server("c: ratelimitd", store.url, args.workers),
     ]
-    with tempfile.TemporaryDirectory() as tmpdir:
-        tmp = Path(tmpdir)
-        try:
-            for server in servers:
-                server.start()
-            for server in servers:
-                wait_port(server.port)
-            time.sleep(1.0)
+    try:
+        with tempfile.TemporaryDirectory() as tmpdir, serving(servers):
+            tmp = Path(tmpdir)
             for r in range(args.rounds):
                 for server in servers:
                     assert server.proc is not None
@@ -108,10 +94,8 @@ def main() -> int:
                     for k, (cpu, vol, invol) in sorted(rows.items(), key=lambda kv: -kv[1][0]):
                         print(f"  {k:30s} {cpu:6.3f} CPU ms  {vol:5.2f} voluntary  {invol:5.2f} involuntary switches")
                     print(f"  {'all':30s} {total:6.3f} CPU ms per check", flush=True)
-        finally:
-            for server in servers:
-                server.stop()
-            store.close()
+    finally:
+        store.close()
     return 0
 
 

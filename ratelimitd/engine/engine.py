@@ -163,8 +163,11 @@ class Engine:
             if cache is not None and item.mode == ENFORCED and (left := cache.remaining(item.key)) > 0:
                 cached_over.append((item.checked, left))
                 continue
-            _, rule, _, cost = item.checked
-            checks.append(item.check or build_check(rule, item.key, cost, item.mode))
+            check = item.check
+            if check is None:  # a quota: its period boundaries are taken per request
+                _, rule, _, cost = item.checked
+                check = build_check(rule, item.key, cost, item.mode)
+            checks.append(check)
             checked.append(item.checked)
         if cached_over:
             return self._from_cache(statuses, cached_over)

@@ -133,9 +133,9 @@ class RedisStore:
                 raw = await self.hot.execute_packed(pack_evalsha(self.batch.sha, requests, now_us))
             except NoScriptError:
                 raw = await self.batch.send_text(self.hot, *encode_batch(requests, now_us))
-            return decode_batch(raw, requests)
-        keys, args = encode_batch(requests, now_us)
-        return decode_batch(await self.batch(self.hot, keys, args), requests)
+        else:
+            raw = await self.batch(self.hot, *encode_batch(requests, now_us))
+        return decode_batch(raw, requests)
 
     async def _evaluate_by_slot(self, requests: Sequence[CheckBatch], now_us: int | None) -> BatchResult:
         # Split every request into per-slot parts, and send each slot's parts as one call.
