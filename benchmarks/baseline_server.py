@@ -2,7 +2,7 @@
 
 It decodes the real RateLimitRequest and returns a fixed OK RateLimitResponse, nothing else.
 Flavours: grpc.aio on uvloop, or the sync grpc.server with a thread pool; N processes share the port
-(SO_REUSEPORT). Usage: python -m benchmarks.baseline_server --port P [--flavour aio|sync] [--procs N]
+(SO_REUSEPORT). Usage: python -m benchmarks.baseline_server --port P [--flavour aio|sync] [--procs N] [--pin]
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import multiprocessing as mp
+import os
 import signal
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -71,18 +72,30 @@ def run_sync(port: int) -> None:
     server.stop(0)
 
 
+def _pinned(target: Any, port: int, cpu: int) -> None:
+    os.sched_setaffinity(0, {cpu})  # before gRPC starts its threads: they inherit it
+    target(port)
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--port", type=int, required=True)
     p.add_argument("--flavour", choices=("aio", "sync"), default="aio")
     p.add_argument("--procs", type=int, default=1)
+    p.add_argument("--pin", action="store_true", help="keep each process on one CPU (round robin)")
     a = p.parse_args()
     target = run_aio if a.flavour == "aio" else run_sync
     if a.procs == 1:
         target(a.port)
         return
     ctx = mp.get_context("spawn")
-    procs = [ctx.Process(target=target, args=(a.port,)) for _ in range(a.procs)]
+    cpus = sorted(os.sched_getaffinity(0))
+    procs = [
+        ctx.Process(target=_pinned, args=(target, a.port, cpus[i % len(cpus)]))
+        if a.pin
+        else ctx.Process(target=target, args=(a.port,))
+        for i in range(a.procs)
+    ]
     for proc in procs:
         proc.start()
 

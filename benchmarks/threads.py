@@ -72,7 +72,7 @@ def main() -> int:
     store = EmbeddedRedis().start()
     assert store.proc is not None
     servers = [
-        bare_server("a: bare grpc.aio", "aio", args.workers),
+        bare_server("a: bare grpc.aio", "aio", args.workers, pin=args.workers > 1),
         ratelimitd_server("c: ratelimitd", store.url, args.workers),
     ]
     try:

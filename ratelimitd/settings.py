@@ -36,6 +36,7 @@ class Settings:
     admin_listen: str | None = None
     watch_config: bool = True
     workers: int = max(1, os.cpu_count() or 1)
+    cpu_affinity: str = "auto"
     local_cache_size: int = 100_000
 
 
@@ -101,6 +102,13 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
         help="do not reload the config when its files change (SIGHUP still reloads)",
     )
     _flag(p, "workers", "processes sharing the listeners (SO_REUSEPORT); default: the number of cores")
+    _flag(
+        p,
+        "cpu-affinity",
+        "auto: with 2+ workers and no more workers than usable CPUs, keep each worker (and its gRPC "
+        "threads) on a CPU of its own; off: let the kernel move them",
+        choices=("auto", "off"),
+    )
     _flag(p, "local-cache-size", "keys remembered as over their limit until their reset (0: off)")
     _flag(p, "expose-store-time", "send decision order (store time:seq) as trailing metadata ratelimitd-store-order")
 

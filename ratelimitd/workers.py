@@ -23,11 +23,28 @@ from ratelimitd.store.embedded import EmbeddedRedis
 log = logging.getLogger("ratelimitd.workers")
 
 
-def _worker(settings: Settings, log_level: str) -> None:
+def worker_cpus(settings: Settings) -> list[int] | None:
+    """The CPU each worker keeps to, or None to leave placement to the kernel.
+
+    Why pin: a check hands work between a worker's event loop, gRPC's polling thread and its event-engine
+    threads several times. Kept on one CPU, those hand-offs wake a thread on the same CPU; spread over
+    CPUs, each is a cross-CPU wake-up, costly on virtual machines. Measured on a 2-vCPU VM: +34% checks/s
+    at 128 in flight, p50 at 1 in flight 1.14 -> 0.92 ms (README, Performance). With more workers than
+    CPUs, pinning would stack workers unevenly, so the kernel places them then.
+    """
+    cpus = sorted(os.sched_getaffinity(0))
+    if settings.cpu_affinity != "auto" or not 2 <= settings.workers <= len(cpus):
+        return None
+    return cpus[: settings.workers]
+
+
+def _worker(settings: Settings, log_level: str, cpu: int | None) -> None:
     from ratelimitd.logs import setup_logging
     from ratelimitd.server import serve_one
 
     setup_logging(log_level)
+    if cpu is not None:  # before gRPC starts its threads: they inherit it
+        os.sched_setaffinity(0, {cpu})
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides; SIGTERM stops us
     raise SystemExit(serve_one(settings))
 
@@ -48,8 +65,11 @@ def run_workers(settings: Settings) -> int:
     started: dict[int, float] = {}
     quick_deaths = 0
 
-    def start() -> BaseProcess:
-        p = ctx.Process(target=_worker, args=(settings, settings.log_level), daemon=False)
+    cpus = worker_cpus(settings)
+
+    def start(index: int) -> BaseProcess:
+        cpu = cpus[index] if cpus else None
+        p = ctx.Process(target=_worker, args=(settings, settings.log_level, cpu), daemon=False)
         p.start()
         started[id(p)] = time.monotonic()
         return p
@@ -64,8 +84,8 @@ def run_workers(settings: Settings) -> int:
 
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(sig, forward)
-    procs.extend(start() for _ in range(settings.workers))
-    log.info("started %d workers", settings.workers)
+    procs.extend(start(i) for i in range(settings.workers))
+    log.info("started %d workers%s", settings.workers, f", one on each of CPUs {cpus}" if cpus else "")
     code = 0
     try:
         while procs:
@@ -83,7 +103,8 @@ def run_workers(settings: Settings) -> int:
                     forward(signal.SIGTERM, None)
                 else:
                     log.error("worker %s exited with %s; starting a new one", p.pid, p.exitcode)
-                    procs[procs.index(p)] = start()
+                    index = procs.index(p)
+                    procs[index] = start(index)
     finally:
         if embedded is not None:
             embedded.close()

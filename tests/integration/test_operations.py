@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import ssl
 import threading
@@ -13,6 +14,7 @@ import uuid
 from pathlib import Path
 
 import grpc
+import psutil
 import pytest
 
 from ratelimitd.store.embedded import EmbeddedRedis
@@ -278,6 +280,11 @@ def test_workers_share_the_port_and_the_counters(tmp_path: Path, default_redis: 
     svc = ServiceProcess(tmp_path, default_redis.url, "--workers", "2").start()
     try:
         wait_for(lambda: svc.log_text().count("serving gRPC") == 2, 10, "both workers serving")
+        if len(os.sched_getaffinity(0)) >= 2:  # --cpu-affinity auto: a CPU of its own for each worker
+            assert svc.proc is not None
+            kids = [p for p in psutil.Process(svc.proc.pid).children() if "spawn_main" in " ".join(p.cmdline())]
+            assert sorted(len(p.cpu_affinity()) for p in kids) == [1, 1]
+            assert len({p.cpu_affinity()[0] for p in kids}) == 2
         user = uuid.uuid4().hex
         channels = [grpc.insecure_channel(svc.target) for _ in range(8)]  # connections spread over workers
         from envoy.service.ratelimit.v3 import rls_pb2, rls_pb2_grpc
