@@ -11,7 +11,7 @@ ENVOY_STAMP := $(ENVOY_VENV)/.installed-stamp
 
 
 .PHONY: audit
-.PHONY: install run test lint unit test-deep bench bench-quick bench-threads bench-deps clean proto e2e-deps nginx
+.PHONY: install run test lint unit test-deep bench bench-quick bench-threads bench-sync-flavour bench-deps clean proto e2e-deps nginx
 
 install: $(STAMP)
 
@@ -87,6 +87,10 @@ bench-quick: bench-deps
 # CPU time and context switches per check, per kind of thread, bare aio (a) against ratelimitd (c).
 bench-threads: bench-deps
 	$(BIN)/python -m benchmarks.threads
+
+# ratelimitd's engine behind the sync gRPC server (two prototypes) against the shipped aio service.
+bench-sync-flavour: bench-deps
+	$(BIN)/python -m benchmarks.sync_flavour
 
 # Regenerate the native API's Python code (committed, so installs need no code generator).
 proto: install
