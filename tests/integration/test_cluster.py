@@ -90,12 +90,17 @@ def test_master_failover_without_restart(service: ServiceProcess, cluster: Local
         return r.overall_code == RLS.OK and r.statuses[0].limit_remaining == 2
 
     wait_for(resumed, 30, "decisions after the failover", interval=0.2)
-    wait_for(
-        lambda: all(
-            service.check("c", [("user", u)]).statuses[0].limit_remaining == 2
-            for u in [uuid.uuid4().hex for _ in range(20)]
-        ),
-        30,
-        "every slot to answer",
-    )
+    try:
+        wait_for(
+            lambda: all(
+                service.check("c", [("user", u)]).statuses[0].limit_remaining == 2
+                for u in [uuid.uuid4().hex for _ in range(20)]
+            ),
+            30,
+            "every slot to answer",
+        )
+    except TimeoutError as err:  # say whether the cluster failed over or the service did not follow it
+        alive = next(n for n in cluster.nodes if n.proc is not None and n is not masters[0])
+        nodes = redis.Redis(port=alive.port).execute_command("CLUSTER", "NODES")
+        raise AssertionError(f"{err}\nCLUSTER NODES:\n{nodes}\nservice log:\n{service.log_text()[-3000:]}") from err
     assert answered >= 1 and time.monotonic() - started < 30
