@@ -31,6 +31,11 @@ from ratelimitd.store.scripts import admin_script, batch_script, refund_script, 
 log = logging.getLogger(__name__)
 
 
+# What a store call raises when the store could not answer. RuntimeError: uvloop's answer when redis-py writes
+# to a transport closed under it (a cluster node going away mid-handshake), which redis-py does not wrap.
+STORE_ERRORS = (RedisError, OSError, RuntimeError)
+
+
 class StoreUnavailable(Exception):
     """The store did not answer in time or answered with an error; the failure mode decides."""
 
@@ -124,7 +129,7 @@ class RedisStore:
             if self.cluster:
                 return await self._evaluate_by_slot(requests, now_us)
             return await self._call(requests, now_us)
-        except (RedisError, OSError) as err:
+        except STORE_ERRORS as err:
             raise StoreUnavailable(f"{type(err).__name__}: {err}") from err
 
     async def _call(self, requests: Sequence[CheckBatch], now_us: int | None) -> BatchResult:
@@ -200,28 +205,28 @@ class RedisStore:
         """Forget one limit's state (admin reset)."""
         try:
             return bool(await self.client.delete(key))
-        except (RedisError, OSError) as err:
+        except STORE_ERRORS as err:
             raise StoreUnavailable(f"{type(err).__name__}: {err}") from err
 
     async def adjust_quota(self, check: Check, delta: int) -> tuple[int, int, int, int]:
         """Atomically add `delta` to this period's allowance: (remaining, used, granted, reset_after_us)."""
         try:
             raw = await self.admin(self.client, [check.key], ["adjust_quota", delta, *check.args])
-        except (RedisError, OSError) as err:
+        except STORE_ERRORS as err:
             raise StoreUnavailable(f"{type(err).__name__}: {err}") from err
         return int(raw[0]), int(raw[1]), int(raw[2]), int(raw[3])
 
     async def ping(self) -> bool:
         try:
             return bool(await asyncio.wait_for(self.client.ping(), max(self.timeout, 1.0)))
-        except (RedisError, OSError, TimeoutError):
+        except STORE_ERRORS:
             return False
 
     async def eviction_policy(self) -> str | None:
         """The server's maxmemory-policy, or None where CONFIG is not allowed (managed Redis)."""
         try:
             answer = await asyncio.wait_for(self.client.config_get("maxmemory-policy"), 2.0)
-        except (RedisError, OSError, TimeoutError):
+        except STORE_ERRORS:
             return None
         if isinstance(answer, dict) and "maxmemory-policy" in answer:
             value = answer["maxmemory-policy"]

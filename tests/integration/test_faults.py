@@ -177,3 +177,34 @@ def test_sentinel_failover(config: Path) -> None:
     finally:
         svc.stop()
         topo.close()
+
+
+def test_a_connection_closed_under_the_client_is_a_store_failure(default_redis: EmbeddedRedis) -> None:
+    """uvloop raises RuntimeError, not a redis-py error, when redis-py writes to a transport that was closed
+    under it (seen in a cluster failover: the peer closed it between connect and handshake). That must give
+    the failure mode, not an internal error."""
+    import asyncio
+
+    import uvloop
+    from redis import asyncio as aioredis
+
+    from ratelimitd.store.checks import Check, CheckBatch
+    from ratelimitd.store.redis_store import RedisStore, StoreUnavailable
+
+    async def scenario() -> str:
+        client = aioredis.Redis.from_url(default_redis.url, single_connection_client=True)
+        store = RedisStore(client, timeout=1.0)
+        await client.ping()
+        assert client.connection is not None
+        client.connection._writer.transport.close()  # type: ignore[union-attr]
+        check = Check(f"rl:closed:{uuid.uuid4().hex}", (1, 1, 0, 10, 60, 0, 0, 0))
+        try:
+            await store.evaluate([CheckBatch((check,), False)])
+        except StoreUnavailable as err:
+            return str(err)
+        finally:
+            await client.aclose()
+        return "answered"
+
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        assert "RuntimeError" in runner.run(scenario())
