@@ -13,6 +13,7 @@ import multiprocessing as mp
 import os
 import signal
 import threading
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -62,8 +63,13 @@ def run_sync(port: int) -> None:
             _ = d.entries[0].value if d.entries else None
         return OK
 
-    server = grpc.server(ThreadPoolExecutor(max_workers=16), options=OPTIONS)
-    server.add_generic_rpc_handlers((_handler(should_rate_limit),))
+    serve_sync(port, should_rate_limit, threads=16)
+
+
+def serve_sync(port: int, fn: Any, threads: int) -> None:
+    """ShouldRateLimit answered by `fn` on a sync gRPC server with `threads` handler threads, until SIGTERM."""
+    server = grpc.server(ThreadPoolExecutor(max_workers=threads), options=OPTIONS)
+    server.add_generic_rpc_handlers((_handler(fn),))
     server.add_insecure_port(f"127.0.0.1:{port}")
     server.start()
     stop = threading.Event()
@@ -72,9 +78,31 @@ def run_sync(port: int) -> None:
     server.stop(0)
 
 
-def _pinned(target: Any, port: int, cpu: int) -> None:
+def _pinned(target: Callable[..., None], cpu: int, *args: Any) -> None:
     os.sched_setaffinity(0, {cpu})  # before gRPC starts its threads: they inherit it
-    target(port)
+    target(*args)
+
+
+def run_processes(target: Callable[..., None], args: Sequence[tuple[Any, ...]], pin: bool) -> None:
+    """One spawned process per `args`, each kept to one CPU (round robin) if `pin`; SIGTERM stops them all."""
+    ctx = mp.get_context("spawn")
+    cpus = sorted(os.sched_getaffinity(0))
+    procs = [
+        ctx.Process(target=_pinned, args=(target, cpus[i % len(cpus)], *a))
+        if pin
+        else ctx.Process(target=target, args=a)
+        for i, a in enumerate(args)
+    ]
+    for proc in procs:
+        proc.start()
+
+    def stop(*_: object) -> None:
+        for proc in procs:
+            proc.terminate()
+
+    signal.signal(signal.SIGTERM, stop)
+    for proc in procs:
+        proc.join()
 
 
 def main() -> None:
@@ -88,24 +116,7 @@ def main() -> None:
     if a.procs == 1:
         target(a.port)
         return
-    ctx = mp.get_context("spawn")
-    cpus = sorted(os.sched_getaffinity(0))
-    procs = [
-        ctx.Process(target=_pinned, args=(target, a.port, cpus[i % len(cpus)]))
-        if a.pin
-        else ctx.Process(target=target, args=(a.port,))
-        for i in range(a.procs)
-    ]
-    for proc in procs:
-        proc.start()
-
-    def stop(*_: object) -> None:
-        for pr in procs:
-            pr.terminate()
-
-    signal.signal(signal.SIGTERM, stop)
-    for proc in procs:
-        proc.join()
+    run_processes(target, [(a.port,)] * a.procs, a.pin)
 
 
 if __name__ == "__main__":

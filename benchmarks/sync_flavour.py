@@ -26,16 +26,13 @@ import argparse
 import asyncio
 import collections
 import functools
-import multiprocessing as mp
 import os
-import signal
 import socket
 import statistics
 import sys
 import tempfile
 import threading
 from collections.abc import Coroutine
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -45,8 +42,9 @@ import hiredis
 import redis
 from envoy.service.ratelimit.v3 import rls_pb2
 
+from benchmarks.baseline_server import run_processes, serve_sync
 from benchmarks.run import RESULTS, ROOT, Point, Server, bare_server, h2load, measure, ratelimitd_server, serving
-from ratelimitd.api.envoy_rls import SERVICE_NAME, decode, encode
+from ratelimitd.api.envoy_rls import decode, encode
 from ratelimitd.config.loader import load_config
 from ratelimitd.engine.decision import Decision
 from ratelimitd.engine.engine import ConfigHolder, Engine, EngineOptions
@@ -184,10 +182,9 @@ def _run_now(coro: Coroutine[Any, Any, Decision]) -> Decision:
     raise RuntimeError("the engine waited on something other than the store")
 
 
-def serve_process(port: int, url: str, mode: str, cpu: int, errors_dir: str) -> None:
+def serve_process(port: int, url: str, mode: str, errors_dir: str) -> None:
     import uvloop
 
-    os.sched_setaffinity(0, {cpu})
     metrics = Metrics()
     holder = ConfigHolder(load_config(str(CONFIG)))
     submit: Any
@@ -212,39 +209,12 @@ def serve_process(port: int, url: str, mode: str, cpu: int, errors_dir: str) -> 
             errors += 1  # h2load counts gRPC errors as answers: the driver adds these up
             raise
 
-    method = grpc.unary_unary_rpc_method_handler(
-        should_rate_limit,
-        request_deserializer=rls_pb2.RateLimitRequest.FromString,
-        response_serializer=rls_pb2.RateLimitResponse.SerializeToString,
-    )
-    server = grpc.server(ThreadPoolExecutor(max_workers=THREADS), options=[("grpc.so_reuseport", 1)])
-    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE_NAME, {"ShouldRateLimit": method}),))
-    server.add_insecure_port(f"127.0.0.1:{port}")
-    server.start()
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    stop.wait()
-    server.stop(0)
+    serve_sync(port, should_rate_limit, THREADS)
     Path(errors_dir, f"{os.getpid()}.errors").write_text(str(errors))
 
 
 def serve(args: argparse.Namespace) -> None:
-    cpus = sorted(os.sched_getaffinity(0))
-    ctx = mp.get_context("spawn")
-    procs = [
-        ctx.Process(target=serve_process, args=(args.port, args.redis_url, args.mode, cpus[i % len(cpus)], args.errors))
-        for i in range(args.procs)
-    ]
-    for proc in procs:
-        proc.start()
-
-    def stop(*_: object) -> None:
-        for proc in procs:
-            proc.terminate()
-
-    signal.signal(signal.SIGTERM, stop)
-    for proc in procs:
-        proc.join()
+    run_processes(serve_process, [(args.port, args.redis_url, args.mode, args.errors)] * args.procs, pin=True)
 
 
 def main() -> int:
