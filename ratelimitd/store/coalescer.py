@@ -30,6 +30,11 @@ from ratelimitd.store.redis_store import BatchResult, CheckResult, StoreUnavaila
 # interval, no gain (gRPC's poller waits for the GIL). Kept off under load, where it costs throughput.
 SPIN_SWITCH_INTERVAL = 0.0002
 
+# The idle spin runs only on a worker that has held no more than one request at a time for this long (s): a
+# lone call on a busy worker (8 in flight, say) is not idleness, and spinning there takes the CPU that the
+# store, gRPC's threads and the clients need (measured: README, Performance).
+IDLE_QUIET = 0.1
+
 Runner = Callable[[Sequence[CheckBatch]], Awaitable[BatchResult]]
 # (store time in us, position of the request in its batch, results): the first two order decisions.
 Answer = tuple[int, int, list[CheckResult]]
@@ -86,6 +91,7 @@ class Coalescer:
         self._drains: set[asyncio.Task[None]] = set()
         self._idle_spin = idle_spin
         self._spin_until = 0.0
+        self._concurrent_at = -IDLE_QUIET  # when this worker last held more than one request
         self._switch_interval = sys.getswitchinterval()
 
     async def submit(self, checks: CheckBatch) -> Answer:
@@ -97,7 +103,10 @@ class Coalescer:
             raise StoreUnavailable("store queue full")
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[Answer] = loop.create_future()
-        self._queue.append((checks, fut, loop.time()))
+        now = loop.time()
+        self._queue.append((checks, fut, now))
+        if self._out + len(self._queue) > 1:
+            self._concurrent_at = now  # not idle: no idle spin for a while (see _send)
         if self._in_flight < self._max_in_flight and not self._gathering:
             self._start_drain()
         return fut
@@ -187,7 +196,8 @@ class Coalescer:
         loop = asyncio.get_running_loop()
         call = _Call(batch)
         self._out += len(batch)
-        if self._idle_spin and len(batch) == 1 and self._in_flight == 1 and not self._queue:
+        idle = loop.time() - self._concurrent_at > IDLE_QUIET
+        if self._idle_spin and idle and len(batch) == 1 and self._in_flight == 1 and not self._queue:
             self._spin_until = call.started + self._idle_spin
             sys.setswitchinterval(SPIN_SWITCH_INTERVAL)
             loop.call_soon(self._spin)

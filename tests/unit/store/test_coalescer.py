@@ -15,6 +15,7 @@ from collections.abc import Sequence
 import pytest
 import uvloop
 
+from ratelimitd.store import coalescer
 from ratelimitd.store.checks import Check, CheckBatch
 from ratelimitd.store.coalescer import SPIN_SWITCH_INTERVAL, Answer, Coalescer
 from ratelimitd.store.redis_store import BatchResult, CheckResult, StoreUnavailable
@@ -182,6 +183,26 @@ async def test_a_lone_call_spins_with_a_short_switch_interval_and_restores_it() 
     seen.clear()
     await asyncio.gather(*(co.submit(batch()) for _ in range(6)))
     assert default in seen and sys.getswitchinterval() == default
+
+
+async def test_a_lone_call_on_a_worker_that_was_just_busy_does_not_spin(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(coalescer, "IDLE_QUIET", 0.05)
+    seen: list[float] = []
+
+    async def observing(requests: Sequence[CheckBatch]) -> BatchResult:
+        seen.append(sys.getswitchinterval())
+        await asyncio.sleep(0.002)
+        return BatchResult(1, [[CheckResult(True, 1, 0, 0)] for _ in requests])
+
+    co = Coalescer(observing, timeout=1.0, linger=0.0)
+    await asyncio.gather(*(co.submit(batch()) for _ in range(3)))  # concurrent: busy
+    seen.clear()
+    await co.submit(batch())  # alone, but right after: not idle
+    assert seen != [pytest.approx(SPIN_SWITCH_INTERVAL)]
+    await asyncio.sleep(0.06)  # quiet for longer than IDLE_QUIET: idle again
+    seen.clear()
+    await co.submit(batch())
+    assert seen == [pytest.approx(SPIN_SWITCH_INTERVAL)]
 
 
 async def test_waiting_for_a_slot_does_not_count_against_the_store_timeout() -> None:
