@@ -62,10 +62,6 @@ class LocalCluster:
                     "nodes.conf",
                     "--cluster-node-timeout",
                     "1500",
-                    # a replica fails over however long ago it last heard from its master (a loaded test
-                    # machine can stall the replication link past the default 10 node timeouts)
-                    "--cluster-replica-validity-factor",
-                    "0",
                 ),
             )
             for _ in range(size)

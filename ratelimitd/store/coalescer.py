@@ -105,7 +105,7 @@ class Coalescer:
         fut: asyncio.Future[Answer] = loop.create_future()
         now = loop.time()
         self._queue.append((checks, fut, now))
-        if self._out + len(self._queue) > 1:
+        if self._busy():
             self._concurrent_at = now  # not idle: no idle spin for a while (see _send)
         if self._in_flight < self._max_in_flight and not self._gathering:
             self._start_drain()
