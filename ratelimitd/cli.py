@@ -7,6 +7,7 @@ import json
 import sys
 from collections.abc import Sequence
 
+from ratelimitd import __version__
 from ratelimitd.settings import add_serve_arguments, env_default, settings_from_args
 
 
@@ -22,6 +23,7 @@ def _parse_descriptor(text: str) -> list[tuple[str, str]]:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ratelimitd", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     serve = sub.add_parser("serve", help="run the service")
@@ -78,6 +80,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from ratelimitd.config.loader import ConfigError
     from ratelimitd.logs import setup_logging
     from ratelimitd.server import serve
+    from ratelimitd.store.embedded import NoRedisServer
 
     settings = settings_from_args(args)
     setup_logging(settings.log_level)
@@ -86,6 +89,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except ConfigError as err:
         for problem in err.problems:
             print(problem, file=sys.stderr)
+        return 1
+    except NoRedisServer as err:
+        print(f"ratelimitd: {err}", file=sys.stderr)
         return 1
 
 

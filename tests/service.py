@@ -22,13 +22,20 @@ RLS = rls_pb2.RateLimitResponse
 
 
 class ServiceProcess:
-    def __init__(self, config: Path | str, redis_url: str | None, *extra: str, env: dict[str, str] | None = None):
+    def __init__(
+        self,
+        config: Path | str,
+        redis_url: str | None,
+        *extra: str,
+        env: dict[str, str] | None = None,
+        command: tuple[str, ...] = (sys.executable, "-m", "ratelimitd"),
+        cwd: Path | None = None,
+    ):
         self.grpc_port = free_port()
         self.http_port = free_port()
+        self.cwd = cwd
         self.args = [
-            sys.executable,
-            "-m",
-            "ratelimitd",
+            *command,
             "serve",
             "--config",
             str(config),
@@ -50,7 +57,9 @@ class ServiceProcess:
         return f"127.0.0.1:{self.grpc_port}"
 
     def start(self, timeout: float = 20.0) -> ServiceProcess:
-        proc = self.proc = subprocess.Popen(self.args, env=self.env, stdout=self._log, stderr=subprocess.STDOUT)
+        proc = self.proc = subprocess.Popen(
+            self.args, env=self.env, cwd=self.cwd, stdout=self._log, stderr=subprocess.STDOUT
+        )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if proc.poll() is not None:

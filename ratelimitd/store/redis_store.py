@@ -31,8 +31,9 @@ from ratelimitd.store.scripts import admin_script, batch_script, refund_script, 
 log = logging.getLogger(__name__)
 
 
-# What a store call raises when the store could not answer. RuntimeError: uvloop's answer when redis-py writes
-# to a transport closed under it (a cluster node going away mid-handshake), which redis-py does not wrap.
+# What a store call raises when the store could not answer. A write to a transport closed under redis-py (a
+# cluster node going away mid-handshake) raises uvloop's RuntimeError under redis-py 7, and redis-py's own
+# ConnectionError (a RedisError) from 8 on: both are the store not answering.
 STORE_ERRORS = (RedisError, OSError, RuntimeError)
 
 

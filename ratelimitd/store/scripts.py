@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-import os
-import sys
-from pathlib import Path
+from importlib.resources import files
 
 ALGORITHM_PARTS = (
     "lib.lua",
@@ -17,22 +15,14 @@ ALGORITHM_PARTS = (
 )
 
 
-def lua_dir() -> Path:
-    """`RATELIMITD_LUA_DIR`, the source tree's `lua/` (editable install), or the installed copy."""
-    candidates = [
-        os.environ.get("RATELIMITD_LUA_DIR", ""),
-        str(Path(__file__).resolve().parents[2] / "lua"),
-        str(Path(sys.prefix) / "share" / "ratelimitd" / "lua"),
-    ]
-    for c in candidates:
-        if c and (Path(c) / "batch.lua").is_file():
-            return Path(c)
-    raise FileNotFoundError("cannot find ratelimitd's lua/ directory; set RATELIMITD_LUA_DIR")
+def _read(name: str) -> str:
+    """Lua sources are package data (`ratelimitd/lua`, a link to the checkout's `lua/`), so an installed
+    wheel finds them wherever it lives."""
+    return files("ratelimitd").joinpath("lua", name).read_text(encoding="utf-8")
 
 
 def _assemble(entry: str) -> str:
-    base = lua_dir()
-    return "\n".join((base / name).read_text(encoding="utf-8") for name in (*ALGORITHM_PARTS, entry))
+    return "\n".join(_read(name) for name in (*ALGORITHM_PARTS, entry))
 
 
 def batch_script() -> str:
