@@ -9,10 +9,7 @@ if ARGV[1] ~= 'adjust_quota' then
   return redis.error_reply('ratelimitd: unknown admin operation')
 end
 local delta = tonumber(ARGV[2])
-local chk = {
-  alg = tonumber(ARGV[3]), cost = 0, mode = 0, limit = tonumber(ARGV[6]),
-  p1 = tonumber(ARGV[7]), p2 = tonumber(ARGV[8]), p3 = tonumber(ARGV[9]), p4 = tonumber(ARGV[10]),
-}
+local chk = read_check(3)
 local key = KEYS[1]
 local s = ALGS[5].load(key)
 local start, stop = quota_period(chk, now)

@@ -2,16 +2,18 @@
 --
 -- ARGV[1]  time override in us, or '' to use Redis TIME (only tests pass a time)
 -- ARGV[2]  number of requests R
--- then per request: m (its number of checks), dry (1: decide but write nothing), then per check 8 fields:
---          algorithm id, cost, mode (0 enforced, 1 shadow, 2 quota_mode), limit, p1, p2, p3, p4
+-- then per request: m (its number of checks), dry (1: decide but write nothing), then per check the 8
+--          fields lib.lua's read_check takes
 -- KEYS     one key per check, in the same order.
 --
 -- A request is admitted unless an enforced check denies, or every quota_mode check denies. Only an
 -- admitted request writes anything; a check that denies never writes, even in an admitted request.
 -- Checks of one request on the same key see each other's tentative state, so duplicates add up.
 --
--- Returns {now, then per check: admitted (1/0), remaining, reset_after_us, retry_after_us}, where
--- remaining and reset_after describe the state after this request (-1 for "never").
+-- This script is the one place that decides admission. Returns {now, then per request: admitted (1/0),
+-- enforced checks denied, quota_mode checks, quota_mode checks denied (the counts let a cluster combine the
+-- verdicts of a request's per-slot parts), then per check: admitted (1/0), remaining, reset_after_us,
+-- retry_after_us}, where remaining and reset_after describe the state after this request (-1 for "never").
 local now
 if ARGV[1] ~= '' then
   now = tonumber(ARGV[1])
@@ -26,14 +28,10 @@ for _ = 1, tonumber(ARGV[2]) do
   local m, dry = tonumber(ARGV[ai]), ARGV[ai + 1] == '1'
   ai = ai + 2
   local pending, order, results = {}, {}, {}
-  local enforced_denied, quota_total, quota_denied = false, 0, 0
+  local enforced_denied, quota_total, quota_denied = 0, 0, 0
   for i = 1, m do
-    local chk = {
-      alg = tonumber(ARGV[ai]), cost = tonumber(ARGV[ai + 1]), mode = tonumber(ARGV[ai + 2]),
-      limit = tonumber(ARGV[ai + 3]), p1 = tonumber(ARGV[ai + 4]), p2 = tonumber(ARGV[ai + 5]),
-      p3 = tonumber(ARGV[ai + 6]), p4 = tonumber(ARGV[ai + 7]),
-    }
-    ai = ai + 8
+    local chk = read_check(ai)
+    ai = ai + CHECK_FIELDS
     local key = KEYS[ki]
     ki = ki + 1
     local alg = ALGS[chk.alg]
@@ -50,16 +48,20 @@ for _ = 1, tonumber(ARGV[2]) do
       quota_total = quota_total + 1
       if not ok then quota_denied = quota_denied + 1 end
     elseif chk.mode == 0 and not ok then
-      enforced_denied = true
+      enforced_denied = enforced_denied + 1
     end
   end
-  local admitted = not enforced_denied and not (quota_total > 0 and quota_denied == quota_total)
+  local admitted = enforced_denied == 0 and not (quota_total > 0 and quota_denied == quota_total)
   if admitted and not dry then
     for _, key in ipairs(order) do
       local p = pending[key]
       p.alg.save(key, p.state)
     end
   end
+  out[#out + 1] = admitted and 1 or 0
+  out[#out + 1] = enforced_denied
+  out[#out + 1] = quota_total
+  out[#out + 1] = quota_denied
   for i = 1, m do
     local r = results[i]
     local remaining, reset = r.before, r.reset_n

@@ -31,3 +31,14 @@ local function needed(cost)
   end
   return cost
 end
+
+-- The 8 fields of one check, as every entry script receives them, starting at ARGV[i]:
+-- algorithm id, cost, mode (0 enforced, 1 shadow, 2 quota_mode), limit, p1, p2, p3, p4.
+local CHECK_FIELDS = 8
+local function read_check(i)
+  return {
+    alg = tonumber(ARGV[i]), cost = tonumber(ARGV[i + 1]), mode = tonumber(ARGV[i + 2]),
+    limit = tonumber(ARGV[i + 3]), p1 = tonumber(ARGV[i + 4]), p2 = tonumber(ARGV[i + 5]),
+    p3 = tonumber(ARGV[i + 6]), p4 = tonumber(ARGV[i + 7]),
+  }
+end

@@ -9,12 +9,8 @@ if redis.call('SET', KEYS[1], '1', 'NX', 'PX', '600000') == false then
 end
 local ai = 2
 for ki = 2, #KEYS do
-  local chk = {
-    alg = tonumber(ARGV[ai]), cost = tonumber(ARGV[ai + 1]), mode = tonumber(ARGV[ai + 2]),
-    limit = tonumber(ARGV[ai + 3]), p1 = tonumber(ARGV[ai + 4]), p2 = tonumber(ARGV[ai + 5]),
-    p3 = tonumber(ARGV[ai + 6]), p4 = tonumber(ARGV[ai + 7]),
-  }
-  ai = ai + 8
+  local chk = read_check(ai)
+  ai = ai + CHECK_FIELDS
   if chk.cost > 0 then
     ALGS[chk.alg].refund(KEYS[ki], chk, now)
   end

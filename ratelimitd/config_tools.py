@@ -7,7 +7,7 @@ import sys
 
 from ratelimitd.config.loader import Config, ConfigError, load_config
 from ratelimitd.config.matcher import match
-from ratelimitd.config.models import DomainModel
+from ratelimitd.config.models import DomainModel, max_requests_per_unit
 from ratelimitd.engine.admin import describe_rule
 from ratelimitd.store.keys import KeyEncoder
 
@@ -54,6 +54,7 @@ def explain(path: str, domain: str, entries: list[tuple[str, str]], prefix: str,
             "unit": rule.unit.name.lower(),
             "unit_multiplier": rule.unit_multiplier,
             "burst": rule.burst or None,
+            "largest_requests_per_unit": max_requests_per_unit(rule.algorithm, rule.window_seconds),
             "unlimited": rule.unlimited,
             "shadow_mode": rule.shadow_mode,
             "quota_mode": rule.quota_mode,

@@ -18,7 +18,7 @@ from ratelimitd.api.native import decode_descriptor, encode_status
 from ratelimitd.engine.admin import AdminOps
 from ratelimitd.engine.request import Descriptor, InvalidRequest
 from ratelimitd.metrics import Metrics
-from ratelimitd.store.redis_store import StoreUnavailable
+from ratelimitd.store.interface import StoreUnavailable
 from ratelimitd.v1 import ratelimitd_pb2 as pb
 from ratelimitd.v1 import ratelimitd_pb2_grpc as pb_grpc
 

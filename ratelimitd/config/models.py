@@ -18,6 +18,19 @@ MAX_UINT32 = 2**32 - 1
 # The exact sliding log keeps one sorted-set entry per admitted hit; past this it is the wrong tool.
 SLIDING_LOG_MAX_LIMIT = 10_000
 MAX_WINDOW_SECONDS = 3650 * 86400
+# Lua numbers are doubles: the token bucket and the sliding window multiply a count by the window length in
+# ticks (a tick is at most one second), and that product must stay an exact integer.
+_EXACT_PRODUCT = 2**52
+
+
+def max_requests_per_unit(algorithm: str, window_seconds: int) -> int:
+    """The largest requests_per_unit (and burst) an algorithm counts exactly over a window this long.
+    fixed_window and quota only add and compare counts, so they take any uint32, as envoyproxy/ratelimit does."""
+    if algorithm in ("token_bucket", "sliding_window"):
+        return min(MAX_UINT32, (_EXACT_PRODUCT - 1) // window_seconds)
+    if algorithm == "sliding_log":
+        return SLIDING_LOG_MAX_LIMIT
+    return MAX_UINT32
 
 
 class _Strict(BaseModel):
@@ -73,11 +86,14 @@ class RateLimitModel(_Strict):
         window = UNIT_SECONDS[unit] * self.unit_multiplier
         if window > MAX_WINDOW_SECONDS:
             raise ValueError("a window may be at most 10 years long")
-        if max(self.requests_per_unit, self.burst or 0) * window >= 2**52:
-            raise ValueError("requests_per_unit (or burst) is too large for this window to be counted exactly")
-        if self.algorithm == "sliding_log" and self.requests_per_unit > SLIDING_LOG_MAX_LIMIT:
+        largest = max_requests_per_unit(self.algorithm, window)
+        if self.algorithm == "sliding_log" and self.requests_per_unit > largest:
+            raise ValueError(f"sliding_log keeps one entry per hit; requests_per_unit must be <= {largest}")
+        if max(self.requests_per_unit, self.burst or 0) > largest:
+            per = f"{self.unit_multiplier} x {unit.name.lower()}" if self.unit_multiplier > 1 else unit.name.lower()
             raise ValueError(
-                f"sliding_log keeps one entry per hit; requests_per_unit must be <= {SLIDING_LOG_MAX_LIMIT}"
+                f"{self.algorithm} counts at most {largest} per {per} exactly; requests_per_unit (and burst) must "
+                "be <= that (fixed_window takes any uint32)"
             )
         return self
 

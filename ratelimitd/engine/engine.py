@@ -17,8 +17,8 @@ from ratelimitd.engine.local_cache import OverLimitCache
 from ratelimitd.engine.request import Descriptor, LimitOverride, Request, validate
 from ratelimitd.metrics import Metrics
 from ratelimitd.store.checks import ENFORCED, QUOTA_MODE, SHADOW, Check, CheckBatch, build_check
+from ratelimitd.store.interface import RequestResult, StoreUnavailable
 from ratelimitd.store.keys import KeyEncoder
-from ratelimitd.store.redis_store import CheckResult, StoreUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +28,7 @@ LOCAL_CACHE_MAX_SECONDS = 1.0
 
 # (index of the request descriptor, its rule, the values that identify its counter, its cost)
 Checked = tuple[int, Rule, tuple[str, ...], int]
-Submit = Callable[[CheckBatch], Awaitable[tuple[int, int, list[CheckResult]]]]
+Submit = Callable[[CheckBatch], Awaitable[tuple[int, int, RequestResult]]]
 
 
 # Matched requests remembered per config; cleared whole when full, so a flood of distinct requests costs a
@@ -175,7 +175,7 @@ class Engine:
             return Decision(Code.OK, statuses)
         sent_at = time.monotonic()
         try:
-            now_us, seq, results = await self.submit(CheckBatch(tuple(checks), req.dry_run))
+            now_us, seq, result = await self.submit(CheckBatch(tuple(checks), req.dry_run))
         except StoreUnavailable as err:
             return self._failure(statuses, checked, err)
         if self._store_down:
@@ -184,19 +184,19 @@ class Engine:
             if self.on_store_recovered is not None:
                 self.on_store_recovered()
         if cache is not None:
-            for (_, _, _, cost), check, r in zip(checked, checks, results, strict=True):
+            for (_, _, _, cost), check, r in zip(checked, checks, result.checks, strict=True):
                 exhausted = not r.admitted and r.remaining == 0 and r.retry_after_us > 0
-                if exhausted and cost <= 1 and check.args[2] == ENFORCED:
+                if exhausted and cost <= 1 and check.args.mode == ENFORCED:
                     cache.put(check.key, sent_at + min(r.retry_after_us / 1e6, LOCAL_CACHE_MAX_SECONDS))
-        decision = self._decide(statuses, checked, results)
+        decision = self._decide(statuses, checked, result)
         decision.store_order = (now_us, seq)
         return decision
 
-    def _decide(self, statuses: list[Status], checked: list[Checked], results: list[CheckResult]) -> Decision:
-        enforced_over = False
-        quota_total = quota_over = 0
+    def _decide(self, statuses: list[Status], checked: list[Checked], result: RequestResult) -> Decision:
+        """Statuses from the checks' answers; the overall code is the store's verdict (lua/batch.lua), never
+        recomputed here. A rule in shadow mode never shows OVER_LIMIT, whatever else it is (quota_mode too)."""
         record = self.metrics.record
-        for (i, rule, values, cost), r in zip(checked, results, strict=True):
+        for (i, rule, values, cost), r in zip(checked, result.checks, strict=True):
             record(rule, values, cost, r.admitted, r.remaining)
             s = statuses[i]
             s.rule = rule
@@ -211,13 +211,7 @@ class Engine:
             else:
                 s.code = Code.OVER_LIMIT
                 s.remaining = 0
-            if rule.quota_mode:
-                quota_total += 1
-                quota_over += not r.admitted
-            elif s.code is Code.OVER_LIMIT:
-                enforced_over = True
-        over = enforced_over or (quota_total > 0 and quota_over == quota_total)
-        decision = Decision(Code.OVER_LIMIT if over else Code.OK, statuses)
+        decision = Decision(Code.OK if result.admitted else Code.OVER_LIMIT, statuses)
         if self.options.response_headers:
             decision.headers = self._headers(decision)
         return decision

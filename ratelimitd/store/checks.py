@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import lru_cache
+from typing import NamedTuple
 from zoneinfo import ZoneInfo
 
 from ratelimitd.clock import wall_time
@@ -23,12 +24,25 @@ _US = 1_000_000
 _EXACT = 2**52
 
 
+class CheckArgs(NamedTuple):
+    """The 8 fields one check passes to the scripts, in their order (lua/lib.lua's read_check)."""
+
+    algorithm: int
+    cost: int
+    mode: int  # ENFORCED, SHADOW or QUOTA_MODE
+    limit: int
+    p1: int
+    p2: int
+    p3: int
+    p4: int
+
+
 @dataclass(frozen=True, slots=True)
 class Check:
-    """One rule applied to one descriptor: the key and the 8 script arguments."""
+    """One rule applied to one descriptor: the key and the script arguments."""
 
     key: str
-    args: tuple[int, ...]
+    args: CheckArgs
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,8 +92,8 @@ def build_check(rule: Rule, key: str, cost: int, mode: int, now: float | None = 
     alg, n, p1, p2, p3 = static_args(rule)
     if rule.algorithm == "quota":
         b = quota_boundaries(rule.unit, rule.timezone, wall_time() if now is None else now)
-        return Check(key, (alg, cost, mode, n, *b))
-    return Check(key, (alg, cost, mode, n, p1, p2, p3, 0))
+        return Check(key, CheckArgs(alg, cost, mode, n, *b))
+    return Check(key, CheckArgs(alg, cost, mode, n, p1, p2, p3, 0))
 
 
 def quota_boundaries(unit: Unit, tz: str, now: float) -> tuple[int, int, int, int]:

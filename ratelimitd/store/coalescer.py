@@ -23,7 +23,7 @@ from collections.abc import Awaitable, Callable, Sequence
 
 from ratelimitd.metrics import Metrics
 from ratelimitd.store.checks import CheckBatch
-from ratelimitd.store.redis_store import BatchResult, CheckResult, StoreUnavailable
+from ratelimitd.store.interface import BatchResult, RequestResult, StoreUnavailable
 
 # GIL switch interval while the idle loop spins (the default, 5 ms, returns when it stops). Measured at one
 # request in flight: p50 ~1.0 ms against ~1.1-1.9 ms without the spin; with the spin but the default
@@ -36,8 +36,8 @@ SPIN_SWITCH_INTERVAL = 0.0002
 IDLE_QUIET = 0.1
 
 Runner = Callable[[Sequence[CheckBatch]], Awaitable[BatchResult]]
-# (store time in us, position of the request in its batch, results): the first two order decisions.
-Answer = tuple[int, int, list[CheckResult]]
+# (store time in us, position of the request in its batch, its result): the first two order decisions.
+Answer = tuple[int, int, RequestResult]
 
 
 class _Call:

@@ -17,13 +17,13 @@ import logging
 import secrets
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any
 
 from redis.exceptions import NoScriptError, RedisError
 
-from ratelimitd.store.checks import QUOTA_MODE, SHADOW, Check, CheckBatch
+from ratelimitd.store.checks import Check, CheckBatch
 from ratelimitd.store.fast_client import FastRedis
+from ratelimitd.store.interface import BatchResult, CheckResult, RequestResult, StoreUnavailable, combine
 from ratelimitd.store.keys import hash_slot
 from ratelimitd.store.resp import pack_evalsha
 from ratelimitd.store.scripts import admin_script, batch_script, refund_script, script_sha
@@ -35,29 +35,6 @@ log = logging.getLogger(__name__)
 # cluster node going away mid-handshake) raises uvloop's RuntimeError under redis-py 7, and redis-py's own
 # ConnectionError (a RedisError) from 8 on: both are the store not answering.
 STORE_ERRORS = (RedisError, OSError, RuntimeError)
-
-
-class StoreUnavailable(Exception):
-    """The store did not answer in time or answered with an error; the failure mode decides."""
-
-
-class CheckResult(NamedTuple):
-    """One check's answer; a named tuple because a batch decodes thousands a second (~2x cheaper to make than
-    a frozen dataclass)."""
-
-    admitted: bool
-    remaining: int
-    reset_after_us: int
-    retry_after_us: int  # 0 when admitted, -1 when the cost can never fit
-
-
-@dataclass(frozen=True, slots=True)
-class BatchResult:
-    now_us: int
-    results: list[list[CheckResult]]
-
-
-_UNSET = CheckResult(False, 0, 0, 0)
 
 
 def encode_batch(requests: Sequence[CheckBatch], now_us: int | None) -> tuple[list[str], list[int | str]]:
@@ -73,28 +50,18 @@ def encode_batch(requests: Sequence[CheckBatch], now_us: int | None) -> tuple[li
 
 
 def decode_batch(raw: list[int], requests: Sequence[CheckBatch]) -> BatchResult:
-    out: list[list[CheckResult]] = []
+    """The batch script's reply: per request its verdict and counts, then per check 4 numbers."""
+    out: list[RequestResult] = []
     i = 1
     for req in requests:
+        verdict = raw[i : i + 4]
+        i += 4
         row = []
         for _ in req.checks:
             row.append(CheckResult(raw[i] == 1, raw[i + 1], raw[i + 2], raw[i + 3]))
             i += 4
-        out.append(row)
+        out.append(RequestResult(verdict[0] == 1, verdict[1], verdict[2], verdict[3], row))
     return BatchResult(raw[0], out)
-
-
-def request_admitted(checks: Sequence[Check], results: Sequence[CheckResult]) -> bool:
-    """The script's rule: no enforced check denies, and not every quota_mode check denies."""
-    quota_total = quota_denied = 0
-    for c, r in zip(checks, results, strict=True):
-        mode = c.args[2]
-        if mode == QUOTA_MODE:
-            quota_total += 1
-            quota_denied += not r.admitted
-        elif mode != SHADOW and not r.admitted:
-            return False
-    return not (quota_total and quota_total == quota_denied)
 
 
 class Script:
@@ -147,10 +114,10 @@ class RedisStore:
         # Split every request into per-slot parts, and send each slot's parts as one call.
         by_slot: dict[int, list[tuple[int, list[int]]]] = defaultdict(list)
         for ri, req in enumerate(requests):
-            parts: dict[int, list[int]] = defaultdict(list)
+            by_part: dict[int, list[int]] = defaultdict(list)
             for ci, c in enumerate(req.checks):
-                parts[hash_slot(c.key)].append(ci)
-            for slot, idxs in parts.items():
+                by_part[hash_slot(c.key)].append(ci)
+            for slot, idxs in by_part.items():
                 by_slot[slot].append((ri, idxs))
         slots = list(by_slot)
         calls = []
@@ -162,33 +129,43 @@ class RedisStore:
             calls.append(self._call(parts_batches, now_us))
         answers = await asyncio.gather(*calls)
 
-        results: list[list[CheckResult]] = [[_UNSET] * len(r.checks) for r in requests]
-        part_outcomes: dict[int, list[tuple[list[int], int, bool]]] = defaultdict(list)
+        checks: list[list[CheckResult | None]] = [[None] * len(r.checks) for r in requests]
+        parts: dict[int, list[tuple[list[int], int, RequestResult]]] = defaultdict(list)
         now = 0
         for slot, answer in zip(slots, answers, strict=True):
             now = max(now, answer.now_us)
-            for (ri, idxs), row in zip(by_slot[slot], answer.results, strict=True):
-                for ci, r in zip(idxs, row, strict=True):
-                    results[ri][ci] = r
-                checks = [requests[ri].checks[i] for i in idxs]
-                part_outcomes[ri].append((idxs, answer.now_us, request_admitted(checks, row)))
+            for (ri, idxs), part in zip(by_slot[slot], answer.results, strict=True):
+                for ci, r in zip(idxs, part.checks, strict=True):
+                    checks[ri][ci] = r
+                parts[ri].append((idxs, answer.now_us, part))
 
+        results: list[RequestResult] = []
         refunds = []
-        for ri, outcomes in part_outcomes.items():
-            if len(outcomes) < 2 or requests[ri].dry_run:
+        for ri, req in enumerate(requests):
+            own = parts[ri]
+            row = [r for r in checks[ri] if r is not None]
+            if len(own) == 1:
+                results.append(own[0][2]._replace(checks=row))
                 continue
-            all_checks = requests[ri].checks
-            final = request_admitted(all_checks, results[ri])
-            if final:
-                continue
-            for idxs, charged_at, admitted in outcomes:
-                if not admitted:
-                    continue
-                charged = [i for i in idxs if results[ri][i].admitted]
-                refunds.append(self._refund([all_checks[i] for i in charged], charged_at))
-                for i in charged:
-                    r = results[ri][i]
-                    results[ri][i] = r._replace(remaining=r.remaining + all_checks[i].args[1])
+            verdicts = [part for _, _, part in own]
+            admitted = combine(verdicts)
+            if not admitted and not req.dry_run:  # undo what the parts that admitted have charged
+                for idxs, charged_at, part in own:
+                    if not part.admitted:
+                        continue
+                    charged = [i for i in idxs if row[i].admitted]
+                    refunds.append(self._refund([req.checks[i] for i in charged], charged_at))
+                    for i in charged:
+                        row[i] = row[i]._replace(remaining=row[i].remaining + req.checks[i].args.cost)
+            results.append(
+                RequestResult(
+                    admitted,
+                    sum(p.enforced_denied for p in verdicts),
+                    sum(p.quota_checks for p in verdicts),
+                    sum(p.quota_denied for p in verdicts),
+                    row,
+                )
+            )
         if refunds:
             await asyncio.gather(*refunds)
         return BatchResult(now, results)

@@ -100,6 +100,7 @@ def test_config_explain_names_rule_algorithm_and_key() -> None:
     out = json.loads(r.stdout)
     assert out["rule"]["name"] == "login-attempts" and out["rule"]["algorithm"] == "sliding_log"
     assert out["rule"]["unit_multiplier"] == 5 and out["redis_key"].startswith("rl:{api|")
+    assert out["rule"]["largest_requests_per_unit"] == 10_000  # sliding_log's bound
     assert out["redis_key"].endswith("|10.0.0.1|%2Flogin}")
     nothing = json.loads(
         ratelimitd("config", "explain", str(EXAMPLES), "--domain", "api", "--descriptor", "nope=x").stdout

@@ -39,6 +39,10 @@ descriptors:
     rate_limit: {unit: minute, requests_per_unit: 2}
   - key: bucket
     rate_limit: {unit: minute, requests_per_unit: 60, burst: 2, algorithm: token_bucket}
+  - key: shadowquota
+    quota_mode: true
+    shadow_mode: true
+    rate_limit: {unit: minute, requests_per_unit: 2}
   - key: allowed
     value: yes
 """
@@ -179,6 +183,13 @@ def test_quota_mode_over_only_when_all_quota_descriptors_over(service: ServicePr
     r = service.check("test", *both)  # q1 over, q2 2/2
     assert r.overall_code == RLS.OK and r.statuses[0].code == RLS.OVER_LIMIT and r.statuses[1].code == RLS.OK
     assert service.check("test", *both).overall_code == RLS.OVER_LIMIT  # both over
+
+
+def test_shadow_mode_never_denies_even_in_quota_mode(service: ServiceProcess, uid: str) -> None:
+    """Shadow mode wins over quota_mode: the 3rd request of 2 per minute is counted as shadow-denied, and the
+    overall code follows from the statuses (all OK)."""
+    answers = [service.check("test", [("shadowquota", uid)]) for _ in range(3)]
+    assert [(r.overall_code, [s.code for s in r.statuses]) for r in answers] == [(RLS.OK, [RLS.OK])] * 3
 
 
 def test_quota_mode_with_hard_limit(service: ServiceProcess, uid: str) -> None:

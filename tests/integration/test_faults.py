@@ -190,8 +190,9 @@ def test_a_connection_closed_under_the_client_is_a_store_failure(default_redis: 
     from redis import asyncio as aioredis
     from redis.exceptions import RedisError
 
-    from ratelimitd.store.checks import Check, CheckBatch
-    from ratelimitd.store.redis_store import RedisStore, StoreUnavailable
+    from ratelimitd.store.checks import Check, CheckArgs, CheckBatch
+    from ratelimitd.store.interface import StoreUnavailable
+    from ratelimitd.store.redis_store import RedisStore
 
     async def scenario() -> BaseException | None:
         client = aioredis.Redis.from_url(default_redis.url, single_connection_client=True)
@@ -199,7 +200,7 @@ def test_a_connection_closed_under_the_client_is_a_store_failure(default_redis: 
         await client.ping()
         assert client.connection is not None
         client.connection._writer.transport.close()  # type: ignore[union-attr]
-        check = Check(f"rl:closed:{uuid.uuid4().hex}", (1, 1, 0, 10, 60, 0, 0, 0))
+        check = Check(f"rl:closed:{uuid.uuid4().hex}", CheckArgs(1, 1, 0, 10, 60, 0, 0, 0))
         try:
             await store.evaluate([CheckBatch((check,), False)])
         except BaseException as err:

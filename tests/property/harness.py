@@ -7,8 +7,9 @@ import redis
 from ratelimitd.config.rules import Rule
 from ratelimitd.config.units import Unit
 from ratelimitd.store.checks import ENFORCED, CheckBatch, build_check
+from ratelimitd.store.interface import BatchResult, CheckResult
 from ratelimitd.store.keys import KeyEncoder
-from ratelimitd.store.redis_store import BatchResult, CheckResult, decode_batch, encode_batch
+from ratelimitd.store.redis_store import decode_batch, encode_batch
 from ratelimitd.store.scripts import batch_script
 
 T0 = 1_763_000_000_000_000  # a November 2025 instant, in us
@@ -29,7 +30,7 @@ class ScriptHarness:
     def one(self, rule: Rule, values: tuple[str, ...], cost: int, now_us: int, mode: int = ENFORCED) -> CheckResult:
         key = self.key(rule, values)
         check = build_check(rule, key, cost, mode, now=now_us / 1e6)
-        return self.run([CheckBatch((check,))], now_us).results[0][0]
+        return self.run([CheckBatch((check,))], now_us).results[0].checks[0]
 
     def key(self, rule: Rule, values: tuple[str, ...]) -> str:
         return self.keys.key(self.keys.rule_part(rule.domain, rule.ident), values)

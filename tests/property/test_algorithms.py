@@ -16,6 +16,7 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
+from ratelimitd.config.models import max_requests_per_unit
 from ratelimitd.config.units import Unit
 from ratelimitd.store.checks import quota_boundaries
 from ratelimitd.store.embedded import EmbeddedRedis
@@ -183,3 +184,25 @@ def test_cost_above_capacity_never_fits(harness: ScriptHarness) -> None:
     for algorithm in ("fixed_window", "token_bucket", "sliding_window", "sliding_log"):
         r = harness.one(make_rule(algorithm, 3, Unit.MINUTE), ("v",), 4, T0)
         assert not r.admitted and r.retry_after_us == -1, algorithm
+
+
+@pytest.mark.parametrize(
+    ("algorithm", "unit", "limit"),
+    [
+        ("fixed_window", Unit.YEAR, 4_000_000_000),
+        ("quota", Unit.YEAR, 2**32 - 1),
+        ("token_bucket", Unit.YEAR, max_requests_per_unit("token_bucket", 365 * 86400)),
+        ("sliding_window", Unit.YEAR, max_requests_per_unit("sliding_window", 365 * 86400)),
+    ],
+)
+def test_the_largest_accepted_limits_count_exactly(
+    harness: ScriptHarness, algorithm: str, unit: Unit, limit: int
+) -> None:
+    """Every limit the config accepts is counted to the unit: all but one admitted, then exactly one more."""
+    harness.client.flushall()
+    rule = make_rule(algorithm, limit, unit)
+    first = harness.one(rule, ("v",), limit - 1, T0)
+    assert first.admitted and first.remaining == 1
+    assert not harness.one(rule, ("v",), 2, T0 + 1).admitted
+    last = harness.one(rule, ("v",), 1, T0 + 1)
+    assert last.admitted and last.remaining == 0

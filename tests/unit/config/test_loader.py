@@ -191,3 +191,45 @@ def test_rule_identity_differs_by_limit_and_algorithm() -> None:
 def test_examples_are_valid() -> None:
     root = Path(__file__).resolve().parents[3] / "examples" / "config"
     assert load_config(root).domains
+
+
+def _limit(algorithm: str, requests_per_unit: int, unit: str = "year", **more: object) -> dict[str, object]:
+    rate_limit = {"unit": unit, "requests_per_unit": requests_per_unit, "algorithm": algorithm, **more}
+    return {"domain": "d", "descriptors": [{"key": "k", "rate_limit": rate_limit}]}
+
+
+@pytest.mark.parametrize("unit", ["second", "minute", "hour", "day", "week", "month", "year"])
+def test_fixed_window_takes_any_uint32_for_every_unit(unit: str) -> None:
+    """As envoyproxy/ratelimit does: the fixed window only adds and compares counts."""
+    for n in (4_000_000_000, 2**32 - 1):
+        assert parse_domain(_limit("fixed_window", n, unit), "f.yaml").rules[0].requests_per_unit == n
+    assert problems(_limit("fixed_window", 2**32, unit)) == [
+        "f.yaml: descriptors[0].rate_limit.requests_per_unit: Input should be less than or equal to 4294967295"
+    ]
+
+
+def test_quota_takes_any_uint32() -> None:
+    assert parse_domain(_limit("quota", 2**32 - 1), "f.yaml").rules[0].requests_per_unit == 2**32 - 1
+
+
+@pytest.mark.parametrize(
+    ("algorithm", "unit", "multiplier", "largest"),
+    [
+        ("token_bucket", "year", 1, (2**52 - 1) // (365 * 86400)),
+        ("sliding_window", "year", 1, (2**52 - 1) // (365 * 86400)),
+        ("sliding_window", "day", 30, (2**52 - 1) // (30 * 86400)),
+        ("sliding_window", "hour", 1, 2**32 - 1),  # a short window takes any uint32
+    ],
+)
+def test_other_algorithms_name_the_largest_value_for_their_window(
+    algorithm: str, unit: str, multiplier: int, largest: int
+) -> None:
+    assert parse_domain(_limit(algorithm, largest, unit, unit_multiplier=multiplier), "f.yaml").rules
+    if largest == 2**32 - 1:
+        return
+    (problem,) = problems(_limit(algorithm, largest + 1, unit, unit_multiplier=multiplier))
+    per = f"{multiplier} x {unit}" if multiplier > 1 else unit
+    assert problem == (
+        f"f.yaml: descriptors[0].rate_limit: {algorithm} counts at most {largest} per {per} exactly; "
+        "requests_per_unit (and burst) must be <= that (fixed_window takes any uint32)"
+    )

@@ -18,8 +18,8 @@ from ratelimitd.store.checks import CheckBatch
 from ratelimitd.store.coalescer import Coalescer
 from ratelimitd.store.connect import connect
 from ratelimitd.store.embedded import EmbeddedRedis
+from ratelimitd.store.interface import RequestResult
 from ratelimitd.store.keys import KeyEncoder
-from ratelimitd.store.redis_store import CheckResult
 
 
 def config(tmp_path: Path, limit: int, algorithm: str = "fixed_window", unit: str = "hour") -> Config:
@@ -67,7 +67,7 @@ async def test_quota_checks_are_built_per_request(
     sent: list[CheckBatch] = []
     forward = engine.submit
 
-    async def recording(batch: CheckBatch) -> tuple[int, int, list[CheckResult]]:
+    async def recording(batch: CheckBatch) -> tuple[int, int, RequestResult]:
         sent.append(batch)
         return await forward(batch)
 

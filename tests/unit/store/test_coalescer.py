@@ -16,13 +16,17 @@ import pytest
 import uvloop
 
 from ratelimitd.store import coalescer
-from ratelimitd.store.checks import Check, CheckBatch
+from ratelimitd.store.checks import Check, CheckArgs, CheckBatch
 from ratelimitd.store.coalescer import SPIN_SWITCH_INTERVAL, Answer, Coalescer
-from ratelimitd.store.redis_store import BatchResult, CheckResult, StoreUnavailable
+from ratelimitd.store.interface import BatchResult, CheckResult, RequestResult, StoreUnavailable
 
 
 def batch(n: int = 1) -> CheckBatch:
-    return CheckBatch(tuple(Check(f"k{i}", (1, 10, 1, 1, 0, 1, 0, 0)) for i in range(n)))
+    return CheckBatch(tuple(Check(f"k{i}", CheckArgs(1, 10, 1, 1, 0, 1, 0, 0)) for i in range(n)))
+
+
+def admitted(request: CheckBatch) -> RequestResult:
+    return RequestResult(True, 0, 0, 0, [CheckResult(True, 1, 0, 0) for _ in request.checks])
 
 
 class Runner:
@@ -43,7 +47,7 @@ class Runner:
             await self.release.wait()
         elif self.delay:
             await asyncio.sleep(self.delay)
-        return BatchResult(7, [[CheckResult(True, 1, 0, 0) for _ in r.checks] for r in requests])
+        return BatchResult(7, [admitted(r) for r in requests])
 
 
 async def hold_a_call(co: Coalescer, run: Runner) -> asyncio.Future[Answer]:
@@ -64,9 +68,9 @@ async def test_an_idle_request_leaves_at_once_alone() -> None:
     run = Runner()
     co = Coalescer(run, timeout=1.0, linger=0.5)
     started = time.perf_counter()
-    now_us, seq, rows = await co.submit(batch(2))
+    now_us, seq, result = await co.submit(batch(2))
     assert time.perf_counter() - started < 0.25  # no linger when nothing else is waiting
-    assert (now_us, seq, len(rows)) == (7, 0, 2)
+    assert (now_us, seq, len(result.checks)) == (7, 0, 2)
     assert run.calls == [1]
 
 
@@ -151,7 +155,7 @@ def test_a_reply_waiting_in_the_socket_beats_a_deadline_missed_by_a_starved_loop
 
         async def over_a_socket(requests: Sequence[CheckBatch]) -> BatchResult:
             await reader.readexactly(1)
-            return BatchResult(1, [[CheckResult(True, 1, 0, 0)] for _ in requests])
+            return BatchResult(1, [admitted(r) for r in requests])
 
         co = Coalescer(over_a_socket, timeout=0.02, linger=0.0, idle_spin=0.0)
         pending = asyncio.ensure_future(co.submit(batch()))
@@ -173,7 +177,7 @@ async def test_a_lone_call_spins_with_a_short_switch_interval_and_restores_it() 
     async def observing(requests: Sequence[CheckBatch]) -> BatchResult:
         seen.append(sys.getswitchinterval())
         await asyncio.sleep(0.002)
-        return BatchResult(1, [[CheckResult(True, 1, 0, 0)] for _ in requests])
+        return BatchResult(1, [admitted(r) for r in requests])
 
     co = Coalescer(observing, timeout=1.0, linger=0.0)
     await co.submit(batch())
@@ -192,7 +196,7 @@ async def test_a_lone_call_on_a_worker_that_was_just_busy_does_not_spin(monkeypa
     async def observing(requests: Sequence[CheckBatch]) -> BatchResult:
         seen.append(sys.getswitchinterval())
         await asyncio.sleep(0.002)
-        return BatchResult(1, [[CheckResult(True, 1, 0, 0)] for _ in requests])
+        return BatchResult(1, [admitted(r) for r in requests])
 
     co = Coalescer(observing, timeout=1.0, linger=0.0)
     await asyncio.gather(*(co.submit(batch()) for _ in range(3)))  # concurrent: busy

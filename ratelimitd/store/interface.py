@@ -1,0 +1,62 @@
+"""What the engine and the coalescer know of a store: its result and error types and a small protocol.
+
+Kept apart from `redis_store.py` so that the layers above depend on this contract, not on redis-py.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import NamedTuple, Protocol
+
+from ratelimitd.store.checks import Check, CheckBatch
+
+
+class StoreUnavailable(Exception):
+    """The store did not answer in time or answered with an error; the failure mode decides."""
+
+
+class CheckResult(NamedTuple):
+    """One check's answer; a named tuple because a batch decodes thousands a second (~2x cheaper to make than
+    a frozen dataclass)."""
+
+    admitted: bool
+    remaining: int
+    reset_after_us: int
+    retry_after_us: int  # 0 when admitted, -1 when the cost can never fit
+
+
+class RequestResult(NamedTuple):
+    """One request's answer. `admitted` is the script's verdict (lua/batch.lua decides admission, nowhere
+    else); the counts let a cluster combine the verdicts of a request's per-slot parts."""
+
+    admitted: bool
+    enforced_denied: int
+    quota_checks: int
+    quota_denied: int
+    checks: list[CheckResult]
+
+
+def combine(parts: Sequence[RequestResult]) -> bool:
+    """The verdict of a request whose checks were decided in several parts (one per cluster slot), from the
+    parts' own counts: no enforced check denied anywhere, and not every quota_mode check denied."""
+    quota = sum(p.quota_checks for p in parts)
+    return not any(p.enforced_denied for p in parts) and not (quota and sum(p.quota_denied for p in parts) == quota)
+
+
+class BatchResult(NamedTuple):
+    now_us: int
+    results: list[RequestResult]
+
+
+class Store(Protocol):
+    """The operations the service needs from a store of counters."""
+
+    async def evaluate(self, requests: Sequence[CheckBatch], now_us: int | None = None) -> BatchResult: ...
+
+    async def delete(self, key: str) -> bool: ...
+
+    async def adjust_quota(self, check: Check, delta: int) -> tuple[int, int, int, int]: ...
+
+    async def ping(self) -> bool: ...
+
+    async def close(self) -> None: ...
