@@ -1,6 +1,8 @@
-"""Prometheus metrics. Names follow envoyproxy/ratelimit's statsd names as its Prometheus mapper exports
-them (`ratelimit_service_rate_limit_<stat>{domain, key}`), so dashboards port. Only config-defined names
-become labels unless a rule says `detailed_metric: true`: callers cannot grow the label space.
+"""Prometheus metrics. Every metric envoyproxy/ratelimit also exports has exactly the name and labels its
+Prometheus output uses (its default statsd mapping: `ratelimit_service_rate_limit_<stat>{domain, key1, key2}`,
+counters without a `_total` suffix), so existing dashboards and alerts work unchanged;
+`tests/unit/test_metrics.py` holds the list. Only config-defined names become labels unless a rule says
+`detailed_metric: true`: callers cannot grow the label space.
 
 The per-request metrics are counted in plain integers and added to the Prometheus values by `flush()`
 (the server calls it every `FLUSH_SECONDS` and before answering /metrics): in multiprocess mode every
@@ -12,13 +14,30 @@ from __future__ import annotations
 import asyncio
 import os
 from bisect import bisect_left
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, multiprocess
+from prometheus_client import CollectorRegistry, Counter, Histogram, Metric, multiprocess
+from prometheus_client.registry import Collector
+from prometheus_client.samples import Sample
 
 from ratelimitd.config.rules import Rule
 
 FLUSH_SECONDS = 1.0
+RULE_STATS = ("total_hits", "over_limit", "near_limit", "within_limit", "shadow_mode", "over_limit_with_local_cache")
+RESPONSE_TIME = "ratelimit_service_response_time_seconds"
+TOTAL_REQUESTS = "ratelimit_service_total_requests"
+# Counters exported without prometheus_client's `_total`, as envoyproxy/ratelimit's Prometheus sink names them.
+# (over_limit_with_local_cache has no mapping there; it is named like its siblings.)
+ENVOY_RATELIMIT_COUNTERS = frozenset(
+    {
+        *(f"ratelimit_service_rate_limit_{stat}" for stat in RULE_STATS),
+        "ratelimit_service_config_load_success",
+        "ratelimit_service_config_load_error",
+        "ratelimit_service_should_rate_limit_error",
+        TOTAL_REQUESTS,
+    }
+)
 _LAT_BUCKETS = (0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0)
 
 
@@ -84,12 +103,14 @@ class Metrics:
         self.registry = registry or CollectorRegistry()
         self.near_limit_ratio = near_limit_ratio
         r = self.registry
-        labels = ("domain", "key")
+        # key1 and key2 as envoyproxy/ratelimit's mapping fills them (the first two levels of the stats key; empty
+        # means absent), and key: the whole stats key, so deeper levels stay apart.
+        labels = ("domain", "key1", "key2", "key")
 
         def rule_counter(stat: str, doc: str) -> Counter:
             return Counter(f"ratelimit_service_rate_limit_{stat}", doc, labels, registry=r)
 
-        self._rule = [
+        self._rule = [  # in RULE_STATS order
             rule_counter("total_hits", "hits (cost) checked against a rule"),
             rule_counter("over_limit", "hits denied by a rule"),
             rule_counter("near_limit", "hits admitted with less than (1 - near-limit ratio) of the limit left"),
@@ -101,7 +122,11 @@ class Metrics:
             "ratelimit_service_domain_not_found", "requests for an unknown domain", registry=r
         )
         self.request_latency = Histogram(
-            "ratelimitd_request_seconds", "time to answer a check", ("api",), buckets=_LAT_BUCKETS, registry=r
+            RESPONSE_TIME,
+            "time to answer a check, by method (ShouldRateLimit, Check, http)",
+            ("grpc_method",),
+            buckets=_LAT_BUCKETS,
+            registry=r,
         )
         self.store_latency = Histogram(
             "ratelimitd_store_call_seconds", "time of one store script call", buckets=_LAT_BUCKETS, registry=r
@@ -119,7 +144,16 @@ class Metrics:
         self.config_load_success = Counter(
             "ratelimit_service_config_load_success", "config loads that applied", registry=r
         )
-        self.config_load_errors = Counter("config_load_errors", "config loads rejected (old config kept)", registry=r)
+        self.config_load_errors = Counter(
+            "ratelimit_service_config_load_error", "config loads rejected (old config kept)", registry=r
+        )
+        self.should_rate_limit_error = Counter(
+            "ratelimit_service_should_rate_limit_error",
+            "checks answered by the failure mode because the store failed (redis_error) or that failed inside the "
+            "service (service_error)",
+            ("err_type",),
+            registry=r,
+        )
         self.invalid_requests = Counter(
             "ratelimitd_invalid_requests", "requests rejected as malformed", ("api",), registry=r
         )
@@ -148,22 +182,25 @@ class Metrics:
             pending.flush()
 
     def exposition_registry(self) -> CollectorRegistry:
-        """What /metrics shows: this registry, or the sum over all workers in multiprocess mode."""
+        """What /metrics shows: this registry, or the sum over all workers in multiprocess mode, under
+        envoyproxy/ratelimit's names."""
         self.flush()
+        source: Collector = self.registry
         if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-            merged = CollectorRegistry()
-            multiprocess.MultiProcessCollector(merged)  # type: ignore[no-untyped-call]
-            return merged
-        return self.registry
+            source = CollectorRegistry()
+            multiprocess.MultiProcessCollector(source)  # type: ignore[no-untyped-call]
+        shown = CollectorRegistry(auto_describe=False)
+        shown.register(EnvoyRatelimitNames(source))
+        return shown
 
     def rule(self, rule: Rule, values: tuple[str, ...] = ()) -> RuleCounters:
         """Counters of one rule; with detailed_metric, of one rule and descriptor values."""
-        key = rule.stats_key
-        if rule.detailed_metric and values:
-            key = f"{key}|{'.'.join(values)}"
+        parts = stats_parts(rule, values)
+        key = ".".join(parts)
         found = self._children.get((rule.domain, key))
         if found is None:
-            found = RuleCounters(tuple(c.labels(rule.domain, key) for c in self._rule))
+            labels = (rule.domain, parts[0], parts[1] if len(parts) > 1 else "", key)
+            found = RuleCounters(tuple(c.labels(*labels) for c in self._rule))
             self._children[(rule.domain, key)] = found
         return found
 
@@ -182,3 +219,41 @@ class Metrics:
             c.near_limit += cost
         else:
             c.within_limit += cost
+
+
+def stats_parts(rule: Rule, values: tuple[str, ...]) -> tuple[str, ...]:
+    """The levels of a rule's stats key as envoyproxy/ratelimit forms them: `key_value` where the config names a
+    value, `key` where it does not; with detailed_metric, `key_value` with the request's values at every level."""
+    if not rule.path:
+        return (rule.stats_key,)
+    if rule.detailed_metric and len(values) == len(rule.path):
+        return tuple(f"{k}_{v}" for (k, _), v in zip(rule.path, values, strict=True))
+    return tuple(f"{k}_{v}" if v else k for k, v in rule.path)
+
+
+class EnvoyRatelimitNames(Collector):
+    """Shows a registry under envoyproxy/ratelimit's names: its counters without prometheus_client's `_total`
+    (the text format ties the counter type to that suffix, so they are untyped here; PromQL treats them
+    alike), empty labels left out as its output leaves them, and `ratelimit_service_total_requests` read off
+    the response-time histogram's counts (nothing more is counted per request)."""
+
+    def __init__(self, source: Collector) -> None:
+        self.source = source
+
+    def collect(self) -> Iterator[Metric]:
+        for family in self.source.collect():
+            if family.name in ENVOY_RATELIMIT_COUNTERS:
+                yield _untyped(family.name, family.documentation, family.samples, family.name + "_total")
+            else:
+                yield family
+            if family.name == RESPONSE_TIME:
+                yield _untyped(TOTAL_REQUESTS, "checks answered, by method", family.samples, RESPONSE_TIME + "_count")
+
+
+def _untyped(name: str, doc: str, samples: Iterable[Sample], source: str) -> Metric:
+    """The samples named `source` as an untyped family `name`."""
+    out = Metric(name, doc, "unknown")
+    for sample in samples:
+        if sample.name == source:
+            out.add_sample(name, {k: v for k, v in sample.labels.items() if v}, sample.value)
+    return out

@@ -65,7 +65,7 @@ def encode(decision: Decision) -> rls_pb2.RateLimitResponse:
 
 class EnvoyRateLimitService(rls_pb2_grpc.RateLimitServiceServicer):  # type: ignore[misc]
     def __init__(self, engine: Engine, expose_store_time: bool = False) -> None:
-        self.face = GrpcFace(engine, "envoy")
+        self.face = GrpcFace(engine, "envoy", "ShouldRateLimit")
         self.expose_store_time = expose_store_time
 
     async def ShouldRateLimit(

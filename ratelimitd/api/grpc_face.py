@@ -24,11 +24,12 @@ async def _abort(context: grpc.aio.ServicerContext, code: grpc.StatusCode, messa
 
 
 class GrpcFace:
-    def __init__(self, engine: Engine, api: str) -> None:
+    def __init__(self, engine: Engine, api: str, method: str) -> None:
         self.engine = engine
         self.api = api
-        self._latency = engine.metrics.histogram(engine.metrics.request_latency, api)
+        self._latency = engine.metrics.histogram(engine.metrics.request_latency, method)
         self._invalid = engine.metrics.invalid_requests.labels(api)
+        self._service_error = engine.metrics.should_rate_limit_error.labels("service_error")
 
     async def decide(self, req: Request | Malformed, context: grpc.aio.ServicerContext) -> Decision:
         """`req` comes decoded from the method's deserializer (`grpc_util.request_deserializer`)."""
@@ -42,6 +43,7 @@ class GrpcFace:
             self._invalid.inc()
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(err))
         except Exception:
+            self._service_error.inc()
             log.exception(
                 "unexpected error while deciding",
                 extra={"api": self.api, "request_id": request_id(context.invocation_metadata())},

@@ -58,7 +58,7 @@ def encode(decision: Decision) -> pb.CheckResponse:
 
 class RateLimiterService(pb_grpc.RateLimiterServicer):  # type: ignore[misc]
     def __init__(self, engine: Engine) -> None:
-        self.face = GrpcFace(engine, "native")
+        self.face = GrpcFace(engine, "native", "Check")
 
     async def Check(self, request: Request | Malformed, context: grpc.aio.ServicerContext) -> pb.CheckResponse:
         return encode(await self.face.decide(request, context))

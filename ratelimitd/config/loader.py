@@ -184,6 +184,7 @@ class _TreeBuilder:
                 unlimited=True,
                 replaces=replaces,
                 detailed_metric=d.detailed_metric,
+                path=path,
             )
         unit = parse_unit(rl.unit or "")
         burst = (rl.burst if rl.burst is not None else rl.requests_per_unit) if rl.algorithm == "token_bucket" else 0
@@ -208,4 +209,5 @@ class _TreeBuilder:
             d.quota_mode,
             d.detailed_metric,
             replaces,
+            path,
         )

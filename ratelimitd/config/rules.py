@@ -27,6 +27,8 @@ class Rule:
     quota_mode: bool = False
     detailed_metric: bool = False
     replaces: frozenset[str] = field(default_factory=frozenset)
+    # (key, configured value or "") per descriptor level: the parts of the stats key, for metrics
+    path: tuple[tuple[str, str], ...] = ()
 
     @property
     def window_seconds(self) -> int:

@@ -73,7 +73,7 @@ class ConfigHolder:
 def _override_rule(domain: str, keys: tuple[str, ...], override: LimitOverride) -> Rule:
     ident = json.dumps(["override", override.requests_per_unit, override.unit.name, keys], separators=(",", ":"))
     stats_key = ".".join(keys)
-    return Rule(domain, stats_key, ident, override.requests_per_unit, override.unit)
+    return Rule(domain, stats_key, ident, override.requests_per_unit, override.unit, path=tuple((k, "") for k in keys))
 
 
 class Engine:
@@ -232,6 +232,7 @@ class Engine:
     def _failure(self, statuses: list[Status], checked: list[Checked], err: Exception) -> Decision:
         mode = "deny" if self.options.failure_mode_deny else "allow"
         self.metrics.failure_mode.labels(mode).inc()
+        self.metrics.should_rate_limit_error.labels("redis_error").inc()
         if not self._store_down:
             self._store_down = True
             log.error(

@@ -42,9 +42,9 @@ def test_exhausted_key_is_denied_without_the_store(tmp_path: Path, default_redis
         assert (
             metric(
                 metrics_text(svc),
-                "ratelimit_service_rate_limit_over_limit_with_local_cache_total",
+                "ratelimit_service_rate_limit_over_limit_with_local_cache",
                 domain="lc",
-                key="user",
+                key1="user",
             )
             == 20
         )

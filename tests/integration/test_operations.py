@@ -101,8 +101,8 @@ def test_hot_reload_under_load_never_fails_a_request(tmp_path: Path, default_red
     try:
         assert failures == [] and answered[0] > 100
         text = metrics_text(svc)
-        assert metric(text, "config_load_errors_total") >= 1
-        assert metric(text, "ratelimit_service_config_load_success_total") >= 1
+        assert metric(text, "ratelimit_service_config_load_error") >= 1
+        assert metric(text, "ratelimit_service_config_load_success") >= 1
         assert f"{cfg}: descriptors[0].rate_limit: invalid rate limit unit 'fortnight'" in svc.log_text()
         assert "previous config stays in force" in svc.log_text()
     finally:
@@ -136,13 +136,15 @@ def test_metrics_per_rule_and_cardinality_safety(tmp_path: Path, default_redis: 
         detailed = uuid.uuid4().hex
         svc.check("ops", [("detailed", detailed)])
         text = metrics_text(svc)
-        labels = {"domain": "ops", "key": "user"}
-        assert metric(text, "ratelimit_service_rate_limit_total_hits_total", **labels) >= 3
-        assert metric(text, "ratelimit_service_rate_limit_over_limit_total", **labels) >= 1
+        labels = {"domain": "ops", "key1": "user"}
+        assert metric(text, "ratelimit_service_rate_limit_total_hits", **labels) >= 3
+        assert metric(text, "ratelimit_service_rate_limit_over_limit", **labels) >= 1
         assert metric(text, "ratelimit_service_domain_not_found_total") >= 1
         assert secret not in text  # no caller value becomes a label without detailed_metric
-        assert f'key="detailed|{detailed}"' in text
-        assert metric(text, "ratelimitd_request_seconds_count", api="envoy") >= 5
+        assert f'key1="detailed_{detailed}"' in text
+        method = {"grpc_method": "ShouldRateLimit"}
+        assert metric(text, "ratelimit_service_response_time_seconds_count", **method) >= 5
+        assert metric(text, "ratelimit_service_total_requests", **method) >= 5
         assert metric(text, "ratelimitd_store_call_seconds_count") >= 1
     finally:
         svc.stop()
@@ -297,8 +299,8 @@ def test_workers_share_the_port_and_the_counters(tmp_path: Path, default_redis: 
             )
         assert sorted(remaining, reverse=True) == list(range(49, 49 - 24, -1))  # one shared counter
         # each worker adds its counts to the shared metrics at least once a second (metrics.FLUSH_SECONDS)
-        hits = "ratelimit_service_rate_limit_total_hits_total"
-        wait_for(lambda: metric(metrics_text(svc), hits, domain="ops", key="user") == 24, 5, "both workers' hits")
+        hits = "ratelimit_service_rate_limit_total_hits"
+        wait_for(lambda: metric(metrics_text(svc), hits, domain="ops", key1="user") == 24, 5, "both workers' hits")
         for ch in channels:
             ch.close()
     finally:
