@@ -79,13 +79,18 @@ def main(argv: Sequence[str] | None = None) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     from ratelimitd.config.loader import ConfigError
     from ratelimitd.logs import setup_logging
-    from ratelimitd.server import serve
     from ratelimitd.store.embedded import NoRedisServer
 
     settings = settings_from_args(args)
     setup_logging(settings.log_level)
     try:
-        return serve(settings)
+        if settings.workers > 1:
+            from ratelimitd.workers import run_workers
+
+            return run_workers(settings)
+        from ratelimitd.server import serve_one
+
+        return serve_one(settings)
     except ConfigError as err:
         for problem in err.problems:
             print(problem, file=sys.stderr)

@@ -157,6 +157,9 @@ class Metrics:
         self.invalid_requests = Counter(
             "ratelimitd_invalid_requests", "requests rejected as malformed", ("api",), registry=r
         )
+        self.worker_restarts = Counter(
+            "ratelimitd_worker_restarts", "workers started again after one died unexpectedly", registry=r
+        )
         self.admin_denied = Counter("ratelimitd_admin_unauthenticated", "admin calls without a valid token", registry=r)
         self._children: dict[tuple[str, str], RuleCounters] = {}
         self._pending: dict[tuple[Histogram, tuple[str, ...]], PendingHistogram] = {}

@@ -78,8 +78,9 @@ def http_ssl_context(s: Settings) -> ssl.SSLContext | None:
 
 
 class Service:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, replacement: bool = False) -> None:
         self.settings = settings
+        self.replacement = replacement  # a worker started again after another died
         self.embedded: EmbeddedRedis | None = None
         self.stopping = asyncio.Event()
         self.healthy = False
@@ -92,6 +93,8 @@ class Service:
     async def run(self) -> int:
         s = self.settings
         metrics = Metrics(near_limit_ratio=s.near_limit_ratio)
+        if self.replacement:
+            metrics.worker_restarts.inc()
         holder = ConfigHolder(load_config(s.config))
         for line in holder.current.summary():
             log.info("config loaded: %s", line)
@@ -250,16 +253,8 @@ def freeze_startup_heap() -> None:
     gc.freeze()
 
 
-def serve_one(settings: Settings) -> int:
+def serve_one(settings: Settings, replacement: bool = False) -> int:
     import uvloop
 
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        return runner.run(Service(settings).run())
-
-
-def serve(settings: Settings) -> int:
-    if settings.workers > 1:
-        from ratelimitd.workers import run_workers
-
-        return run_workers(settings)
-    return serve_one(settings)
+        return runner.run(Service(settings, replacement).run())

@@ -37,6 +37,8 @@ class Settings:
     watch_config: bool = True
     workers: int = max(1, os.cpu_count() or 1)
     cpu_affinity: str = "auto"
+    max_worker_restarts: int = 5
+    worker_restart_window: float = 60.0
     local_cache_size: int = 100_000
 
 
@@ -109,6 +111,8 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
         "threads) on a CPU of its own; off: let the kernel move them",
         choices=("auto", "off"),
     )
+    _flag(p, "max-worker-restarts", "deaths of one worker within --worker-restart-window that stop the service")
+    _flag(p, "worker-restart-window", "seconds over which a worker's deaths are counted (restarts back off meanwhile)")
     _flag(p, "local-cache-size", "keys remembered as over their limit until their reset (0: off)")
     _flag(p, "expose-store-time", "send decision order (store time:seq) as trailing metadata ratelimitd-store-order")
 

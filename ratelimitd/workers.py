@@ -1,8 +1,9 @@
 """`--workers N`: N processes share the listeners (SO_REUSEPORT), each with its own event loop.
 
 The parent starts the embedded Redis (if any) once, spawns the workers, forwards SIGTERM/SIGINT/SIGHUP to
-them and restarts a worker that dies unexpectedly. Prometheus metrics are aggregated across workers
-through prometheus_client's multiprocess mode, so /metrics on any worker shows the whole service.
+them and restarts a worker that dies unexpectedly, after a backoff (`RestartPolicy`); a worker that keeps
+dying stops the service. Prometheus metrics are aggregated across workers through prometheus_client's
+multiprocess mode, so /metrics on any worker shows the whole service.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ import os
 import signal
 import tempfile
 import time
+from collections import deque
+from dataclasses import dataclass, field
 from multiprocessing.process import BaseProcess
 
 from ratelimitd.config.loader import load_config
@@ -38,7 +41,34 @@ def worker_cpus(settings: Settings) -> list[int] | None:
     return cpus[: settings.workers]
 
 
-def _worker(settings: Settings, log_level: str, cpu: int | None) -> None:
+@dataclass
+class RestartPolicy:
+    """When a worker that died unexpectedly starts again. Deaths are counted per worker over a sliding
+    `window` (seconds): each one inside it doubles the wait before the restart (from `first_delay` up to
+    `max_delay`), so a worker that fails at once does not spin the CPU; more than `max_deaths` inside the window
+    is a crash loop, and the service stops. Old deaths leave the window: a crash a week ago counts for nothing."""
+
+    window: float = 60.0
+    max_deaths: int = 5
+    first_delay: float = 0.5
+    max_delay: float = 10.0
+    _deaths: dict[int, deque[float]] = field(default_factory=dict)
+
+    def after_death(self, slot: int, now: float) -> float | None:
+        """Seconds to wait before the worker in `slot` starts again, or None when it crash-loops."""
+        deaths = self._deaths.setdefault(slot, deque())
+        deaths.append(now)
+        while deaths[0] <= now - self.window:
+            deaths.popleft()
+        if len(deaths) > self.max_deaths:
+            return None
+        return min(self.max_delay, self.first_delay * 2.0 ** (len(deaths) - 1))
+
+    def recent(self, slot: int) -> int:
+        return len(self._deaths.get(slot, ()))
+
+
+def _worker(settings: Settings, log_level: str, cpu: int | None, replacement: bool) -> None:
     from ratelimitd.logs import setup_logging
     from ratelimitd.server import serve_one
 
@@ -46,10 +76,11 @@ def _worker(settings: Settings, log_level: str, cpu: int | None) -> None:
     if cpu is not None:  # before gRPC starts its threads: they inherit it
         os.sched_setaffinity(0, {cpu})
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides; SIGTERM stops us
-    raise SystemExit(serve_one(settings))
+    raise SystemExit(serve_one(settings, replacement=replacement))
 
 
-def run_workers(settings: Settings) -> int:
+def run_workers(settings: Settings, policy: RestartPolicy | None = None) -> int:
+    policy = policy or RestartPolicy(window=settings.worker_restart_window, max_deaths=settings.max_worker_restarts)
     load_config(settings.config)  # a bad config fails here, once, with file: path: reason (ConfigError)
     ctx = mp.get_context("spawn")  # no gRPC state may cross a fork
     embedded = None
@@ -60,18 +91,14 @@ def run_workers(settings: Settings) -> int:
     metrics_dir = tempfile.TemporaryDirectory(prefix="ratelimitd-metrics-")
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir.name
     stopping = False
-    procs: list[BaseProcess] = []
-
-    started: dict[int, float] = {}
-    quick_deaths = 0
-
     cpus = worker_cpus(settings)
+    procs: list[BaseProcess | None] = [None] * settings.workers  # None: waiting for its restart
+    restart_at: dict[int, float] = {}
 
-    def start(index: int) -> BaseProcess:
-        cpu = cpus[index] if cpus else None
-        p = ctx.Process(target=_worker, args=(settings, settings.log_level, cpu), daemon=False)
+    def start(slot: int, replacement: bool = False) -> BaseProcess:
+        cpu = cpus[slot] if cpus else None
+        p = ctx.Process(target=_worker, args=(settings, settings.log_level, cpu, replacement), daemon=False)
         p.start()
-        started[id(p)] = time.monotonic()
         return p
 
     def forward(sig: int, _frame: object) -> None:
@@ -79,32 +106,56 @@ def run_workers(settings: Settings) -> int:
         if sig in (signal.SIGTERM, signal.SIGINT):
             stopping = True
         for p in procs:
-            if p.pid is not None and p.is_alive():
+            if p is not None and p.pid is not None and p.is_alive():
                 os.kill(p.pid, signal.SIGTERM if sig == signal.SIGINT else sig)
 
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(sig, forward)
-    procs.extend(start(i) for i in range(settings.workers))
+    procs[:] = [start(slot) for slot in range(settings.workers)]
     log.info("started %d workers%s", settings.workers, f", one on each of CPUs {cpus}" if cpus else "")
     code = 0
     try:
-        while procs:
+        while any(p is not None for p in procs) or (restart_at and not stopping):
             time.sleep(0.2)
-            for p in list(procs):
-                if p.is_alive():
+            now = time.monotonic()
+            for slot, when in list(restart_at.items()):
+                if stopping:
+                    del restart_at[slot]
+                elif now >= when:
+                    del restart_at[slot]
+                    new = procs[slot] = start(slot, replacement=True)
+                    log.warning("worker %d started again (pid %s)", slot, new.pid)
+            for slot, p in enumerate(procs):
+                if p is None or p.is_alive():
                     continue
+                procs[slot] = None
                 if stopping:
                     code = code or (p.exitcode or 0)
-                    procs.remove(p)
-                elif time.monotonic() - started[id(p)] < 5 and (quick_deaths := quick_deaths + 1) >= 3:
-                    log.error("workers keep failing at start-up (last exit code %s); stopping", p.exitcode)
+                    continue
+                delay = policy.after_death(slot, now)
+                if delay is None:
+                    log.error(
+                        "worker %d (pid %s) died %d times within %.0f s, the last with exit code %s: it crash-loops, "
+                        "so ratelimitd stops; its log lines above say why",
+                        slot,
+                        p.pid,
+                        policy.recent(slot),
+                        policy.window,
+                        p.exitcode,
+                    )
                     stopping, code = True, 1
-                    procs.remove(p)
                     forward(signal.SIGTERM, None)
-                else:
-                    log.error("worker %s exited with %s; starting a new one", p.pid, p.exitcode)
-                    index = procs.index(p)
-                    procs[index] = start(index)
+                    continue
+                log.error(
+                    "worker %d (pid %s) exited with %s; restarting it in %.1f s (%d deaths within %.0f s)",
+                    slot,
+                    p.pid,
+                    p.exitcode,
+                    delay,
+                    policy.recent(slot),
+                    policy.window,
+                )
+                restart_at[slot] = now + delay
     finally:
         if embedded is not None:
             embedded.close()
