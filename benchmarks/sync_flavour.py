@@ -45,13 +45,14 @@ from envoy.service.ratelimit.v3 import rls_pb2
 from benchmarks.baseline_server import run_processes, serve_sync
 from benchmarks.run import RESULTS, ROOT, Point, Server, bare_server, h2load, measure, ratelimitd_server, serving
 from ratelimitd.api.envoy_rls import decode, encode
+from ratelimitd.config.holder import ConfigHolder
 from ratelimitd.config.loader import load_config
 from ratelimitd.engine.decision import Decision
-from ratelimitd.engine.engine import ConfigHolder, Engine, EngineOptions
+from ratelimitd.engine.engine import Engine, EngineOptions
 from ratelimitd.engine.local_cache import OverLimitCache
 from ratelimitd.metrics import Metrics
+from ratelimitd.scheduler.coalescer import Answer, Coalescer
 from ratelimitd.store.checks import CheckBatch
-from ratelimitd.store.coalescer import Answer, Coalescer
 from ratelimitd.store.connect import connect
 from ratelimitd.store.embedded import EmbeddedRedis, free_port
 from ratelimitd.store.keys import KeyEncoder

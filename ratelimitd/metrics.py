@@ -164,6 +164,9 @@ class Metrics:
         self._children: dict[tuple[str, str], RuleCounters] = {}
         self._pending: dict[tuple[Histogram, tuple[str, ...]], PendingHistogram] = {}
 
+    def count_config_load(self, applied: bool) -> None:
+        (self.config_load_success if applied else self.config_load_errors).inc()
+
     def histogram(self, histogram: Histogram, *labels: str) -> PendingHistogram:
         """A histogram (child) whose observations wait for the next flush."""
         key = (histogram, labels)

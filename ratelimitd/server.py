@@ -25,14 +25,15 @@ from ratelimitd.api.grpc_util import add_check_methods
 from ratelimitd.api.http import make_app
 from ratelimitd.api.native import RateLimiterService
 from ratelimitd.api.native import decode as native_decode
+from ratelimitd.config.holder import ConfigHolder
 from ratelimitd.config.loader import load_config
 from ratelimitd.config.reloader import ConfigReloader
 from ratelimitd.engine.admin import AdminOps
-from ratelimitd.engine.engine import ConfigHolder, Engine, EngineOptions
+from ratelimitd.engine.engine import Engine, EngineOptions
 from ratelimitd.engine.local_cache import OverLimitCache
 from ratelimitd.metrics import Metrics
+from ratelimitd.scheduler.coalescer import Coalescer
 from ratelimitd.settings import Settings
-from ratelimitd.store.coalescer import Coalescer
 from ratelimitd.store.connect import connect
 from ratelimitd.store.embedded import EmbeddedRedis
 from ratelimitd.store.keys import KeyEncoder
@@ -196,7 +197,7 @@ class Service:
             " with TLS" + (" (client certificates required)" if s.tls_client_ca else "") if s.tls_cert else "",
         )
 
-        reloader = ConfigReloader(s.config, holder, metrics)
+        reloader = ConfigReloader(s.config, holder, metrics.count_config_load)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stopping.set)

@@ -9,34 +9,35 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 from watchfiles import Change, awatch
 
+from ratelimitd.config.holder import ConfigHolder
 from ratelimitd.config.loader import YAML_SUFFIXES, ConfigError, load_config
-from ratelimitd.engine.engine import ConfigHolder
-from ratelimitd.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
 
 class ConfigReloader:
-    def __init__(self, path: str, holder: ConfigHolder, metrics: Metrics) -> None:
+    def __init__(self, path: str, holder: ConfigHolder, counted: Callable[[bool], None] = lambda _: None) -> None:
+        """`counted` hears of every attempt: True when it applied, False when it was rejected."""
         self.path = Path(path)
         self.holder = holder
-        self.metrics = metrics
+        self.counted = counted
         self._lock = asyncio.Lock()
 
     def reload(self, reason: str) -> bool:
         try:
             config = load_config(self.path)
         except ConfigError as err:
-            self.metrics.config_load_errors.inc()
+            self.counted(False)
             for problem in err.problems:
                 log.error("config rejected (%s), previous config stays in force: %s", reason, problem)
             return False
         self.holder.current = config
-        self.metrics.config_load_success.inc()
+        self.counted(True)
         log.info("config reloaded (%s): %s", reason, "; ".join(config.summary()) or "no domains")
         return True
 

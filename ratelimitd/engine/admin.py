@@ -9,13 +9,13 @@ from ratelimitd.engine.decision import Code, Status
 from ratelimitd.engine.engine import Engine
 from ratelimitd.engine.request import Descriptor, InvalidRequest, Request, validate
 from ratelimitd.store.checks import ENFORCED, build_check
-from ratelimitd.store.redis_store import RedisStore
+from ratelimitd.store.interface import Store
 
 log = logging.getLogger(__name__)
 
 
 class AdminOps:
-    def __init__(self, engine: Engine, store: RedisStore) -> None:
+    def __init__(self, engine: Engine, store: Store) -> None:
         self.engine = engine
         self.store = store
 

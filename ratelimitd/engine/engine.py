@@ -9,6 +9,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from functools import lru_cache
 
+from ratelimitd.config.holder import ConfigHolder
 from ratelimitd.config.loader import Config, Domain
 from ratelimitd.config.matcher import match
 from ratelimitd.config.rules import Rule
@@ -60,13 +61,6 @@ class EngineOptions:
     header_limit: str = "RateLimit-Limit"
     header_remaining: str = "RateLimit-Remaining"
     header_reset: str = "RateLimit-Reset"
-
-
-class ConfigHolder:
-    """The config snapshot in force; replaced whole, so a request sees one consistent config."""
-
-    def __init__(self, config: Config) -> None:
-        self.current = config
 
 
 @lru_cache(maxsize=4096)

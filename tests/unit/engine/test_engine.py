@@ -9,13 +9,14 @@ from pathlib import Path
 
 import pytest
 
+from ratelimitd.config.holder import ConfigHolder
 from ratelimitd.config.loader import Config, load_config
 from ratelimitd.engine.decision import Code
-from ratelimitd.engine.engine import ConfigHolder, Engine, EngineOptions
+from ratelimitd.engine.engine import Engine, EngineOptions
 from ratelimitd.engine.request import Descriptor, InvalidRequest, Request
+from ratelimitd.scheduler.coalescer import Coalescer
 from ratelimitd.store import checks
 from ratelimitd.store.checks import CheckBatch
-from ratelimitd.store.coalescer import Coalescer
 from ratelimitd.store.connect import connect
 from ratelimitd.store.embedded import EmbeddedRedis
 from ratelimitd.store.interface import RequestResult

@@ -15,9 +15,9 @@ from collections.abc import Sequence
 import pytest
 import uvloop
 
-from ratelimitd.store import coalescer
+from ratelimitd.scheduler import coalescer
+from ratelimitd.scheduler.coalescer import SPIN_SWITCH_INTERVAL, Answer, Coalescer
 from ratelimitd.store.checks import Check, CheckArgs, CheckBatch
-from ratelimitd.store.coalescer import SPIN_SWITCH_INTERVAL, Answer, Coalescer
 from ratelimitd.store.interface import BatchResult, CheckResult, RequestResult, StoreUnavailable
 
 
