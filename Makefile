@@ -22,7 +22,7 @@ LATEST      := .venv-latest
 
 
 .PHONY: audit
-.PHONY: install run test lint test-latest lock unit test-deep bench bench-quick bench-threads bench-sync-flavour bench-deps clean proto e2e-deps nginx
+.PHONY: install run test lint test-latest lock unit test-deep bench bench-quick bench-threads bench-store-clients bench-deps clean proto e2e-deps nginx
 
 # uv, pinned by hash, in a small venv of its own (the machine has only Python and pip).
 $(UV): requirements/uv.txt
@@ -103,19 +103,18 @@ bench-deps: $(UV)
 	  fi; command -v h2load >/dev/null 2>&1 || { echo "h2load (nghttp2-client) is required"; exit 1; }; }
 
 bench: bench-deps
-	$(BIN)/python -m benchmarks.store_clients
 	$(BIN)/python -m benchmarks.run
 
 bench-quick: bench-deps
 	$(BIN)/python -m benchmarks.run --quick
 
-# CPU time and context switches per check, per kind of thread, bare aio (a) against ratelimitd (c).
+# Experiments (benchmarks/experiments/): CPU time and context switches per check, per kind of thread, bare aio
+# (a) against ratelimitd (c); and the store clients' cost per script call (docs/adr/0005).
 bench-threads: bench-deps
-	$(BIN)/python -m benchmarks.threads
+	$(BIN)/python -m benchmarks.experiments.threads
 
-# ratelimitd's engine behind the sync gRPC server (two prototypes) against the shipped aio service.
-bench-sync-flavour: bench-deps
-	$(BIN)/python -m benchmarks.sync_flavour
+bench-store-clients: bench-deps
+	$(BIN)/python -m benchmarks.experiments.store_clients
 
 # Regenerate the native API's Python code (committed, so installs need no code generator).
 proto: install

@@ -50,16 +50,32 @@ def env_default(flag: str, default: Any = None) -> Any:
     return os.environ.get(env_name(flag), default)
 
 
-def _flag(p: argparse.ArgumentParser, name: str, help: str, **kw: Any) -> None:
+def shown(value: Any) -> str:
+    """A default as `--help` and the README's flag table show it."""
+    if value is None:
+        return "none"
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    return str(value)
+
+
+def _flag(p: argparse.ArgumentParser, name: str, help: str, default_text: str | None = None, **kw: Any) -> None:
     field = name.replace("-", "_")
     default: Any = next(f.default for f in fields(Settings) if f.name == field)
     if isinstance(default, bool):
         on = str(env_default(name, "")).lower() in ("1", "true", "yes", "on")
-        p.add_argument(f"--{name}", action="store_true", default=on, help=help)
+        p.add_argument(f"--{name}", action="store_true", default=on, help=f"{help} (default: {shown(on)})")
         return
     raw = env_default(name)
     value = default if raw is None else type(default)(raw) if default is not None else raw
-    p.add_argument(f"--{name}", default=value, type=type(default) if default is not None else str, help=help, **kw)
+    text = default_text if raw is None and default_text else shown(value)
+    p.add_argument(
+        f"--{name}",
+        default=value,
+        type=type(default) if default is not None else str,
+        help=f"{help} (default: {text})",
+        **kw,
+    )
 
 
 def add_serve_arguments(p: argparse.ArgumentParser) -> None:
@@ -68,7 +84,7 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
         "--config",
         default=config,
         required=config is None,
-        help="YAML file or directory of YAML files, one domain per file",
+        help="YAML file or directory of YAML files, one domain per file (default: none, required)",
     )
     _flag(
         p,
@@ -78,7 +94,7 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
     )
     _flag(p, "redis-url-file", "read the store URL (with its credentials) from this file instead")
     _flag(p, "grpc-listen", "gRPC listener (Envoy RLS, health, reflection)")
-    _flag(p, "http-listen", "HTTP listener (/healthz)")
+    _flag(p, "http-listen", "HTTP listener (/healthz, /metrics, /v1/check, /v1/forward-auth, /v1/admin)")
     _flag(p, "store-timeout", "seconds a store call may take before the failure mode answers")
     _flag(p, "failure-mode", "answer when the store cannot: allow or deny", choices=("allow", "deny"))
     _flag(p, "response-headers", "add RateLimit-Limit/-Remaining/-Reset to Envoy responses")
@@ -101,9 +117,9 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
         dest="watch_config",
         action="store_false",
         default=env_default("watch-config", "1") not in ("0", "false", "no", "off"),
-        help="do not reload the config when its files change (SIGHUP still reloads)",
+        help="do not reload the config when its files change (SIGHUP still reloads) (default: off)",
     )
-    _flag(p, "workers", "processes sharing the listeners (SO_REUSEPORT); default: the number of cores")
+    _flag(p, "workers", "processes sharing the listeners (SO_REUSEPORT)", default_text="number of cores")
     _flag(
         p,
         "cpu-affinity",
@@ -111,7 +127,9 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
         "threads) on a CPU of its own; off: let the kernel move them",
         choices=("auto", "off"),
     )
-    _flag(p, "max-worker-restarts", "deaths of one worker within --worker-restart-window that stop the service")
+    _flag(
+        p, "max-worker-restarts", "most deaths of one worker within --worker-restart-window; one more stops the service"
+    )
     _flag(p, "worker-restart-window", "seconds over which a worker's deaths are counted (restarts back off meanwhile)")
     _flag(p, "local-cache-size", "keys remembered as over their limit until their reset (0: off)")
     _flag(p, "expose-store-time", "send decision order (store time:seq) as trailing metadata ratelimitd-store-order")

@@ -95,10 +95,6 @@ class Coalescer:
         self._switch_interval = sys.getswitchinterval()
 
     async def submit(self, checks: CheckBatch) -> Answer:
-        return await self.enqueue(checks)
-
-    def enqueue(self, checks: CheckBatch) -> asyncio.Future[Answer]:
-        """`submit` without the coroutine, for callers that only need the future (a thread hand-off)."""
         if len(self._queue) >= self._max_queue:
             raise StoreUnavailable("store queue full")
         loop = asyncio.get_running_loop()
@@ -109,7 +105,7 @@ class Coalescer:
             self._concurrent_at = now  # not idle: no idle spin for a while (see _send)
         if self._in_flight < self._max_in_flight and not self._gathering:
             self._start_drain()
-        return fut
+        return await fut
 
     def _start_drain(self) -> None:
         self._in_flight += 1

@@ -21,7 +21,7 @@ from ratelimitd.store.embedded import EmbeddedRedis
 from ratelimitd.store.fast_client import FastRedis
 from ratelimitd.store.redis_store import RedisStore
 
-RESULTS = Path(__file__).resolve().parent / "results" / "store_clients.md"
+RESULTS = Path(__file__).resolve().parents[1] / "results" / "store_clients.md"
 
 
 def batch(i: int) -> list[CheckBatch]:
