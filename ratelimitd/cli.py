@@ -84,13 +84,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
     setup_logging(settings.log_level)
     try:
-        if settings.workers > 1:
-            from ratelimitd.workers import run_workers
+        from ratelimitd.workers import run_workers, serve_one
 
-            return run_workers(settings)
-        from ratelimitd.server import serve_one
-
-        return serve_one(settings)
+        return run_workers(settings) if settings.workers > 1 else serve_one(settings)
     except ConfigError as err:
         for problem in err.problems:
             print(problem, file=sys.stderr)

@@ -1,6 +1,8 @@
-"""Which CPU each worker keeps to (--cpu-affinity)."""
+"""Worker processes: which CPU each keeps to (--cpu-affinity), when a dead one restarts, the start-up heap."""
 
 from __future__ import annotations
+
+import gc
 
 import pytest
 
@@ -43,3 +45,14 @@ def test_old_deaths_leave_the_window() -> None:
     assert policy.recent(0) == 1  # memory stays bounded: only deaths inside the window are kept
     assert policy.after_death(0, 3 * week + 59) == 1.0
     assert policy.after_death(0, 3 * week + 61) == 1.0  # the death at 3 weeks has left the window
+
+
+def test_the_startup_heap_is_frozen_out_of_full_collections() -> None:
+    before = gc.get_freeze_count()
+    try:
+        workers.freeze_startup_heap()
+        assert gc.get_freeze_count() > before
+        marker: list[int] = []  # a container, so the collector tracks it
+        assert any(o is marker for o in gc.get_objects(generation=0))  # new objects are still collected
+    finally:
+        gc.unfreeze()
