@@ -185,7 +185,7 @@ class Service:
             self.holder,
             coalescer.submit,
             KeyEncoder(s.key_prefix, s.hash_values),
-            EngineOptions(failure_mode_deny=s.failure_mode == "deny", response_headers=s.response_headers),
+            EngineOptions(failure_mode_deny=s.failure_mode == "deny"),
             self.metrics,
             OverLimitCache(s.local_cache_size) if s.local_cache_size > 0 else None,
         )
@@ -195,7 +195,7 @@ class Service:
         s = self.settings
         limits = [("grpc.max_receive_message_length", s.max_message_bytes)]
         server = grpc.aio.server(options=[*limits, ("grpc.so_reuseport", 1)])
-        envoy_face = EnvoyRateLimitService(engine, s.expose_store_time)
+        envoy_face = EnvoyRateLimitService(engine, s.expose_store_time, s.response_headers)
         rls = (envoy_face.ShouldRateLimit, rls_pb2.RateLimitRequest, rls_pb2.RateLimitResponse, envoy_decode)
         add_check_methods(server, SERVICE_NAME, {"ShouldRateLimit": rls})
         native = RateLimiterService(engine)

@@ -46,7 +46,20 @@ def _current_limit(requests_per_unit: int, unit: Unit, name: str | None) -> rls_
     return rls_pb2.RateLimitResponse.RateLimit(requests_per_unit=requests_per_unit, unit=int(unit), name=name or "")
 
 
-def encode(decision: Decision) -> rls_pb2.RateLimitResponse:
+def headers(decision: Decision) -> list[base_pb2.HeaderValue]:
+    """`RateLimit-Limit/-Remaining/-Reset` for the status closest to its limit, as envoyproxy/ratelimit sends
+    them with its response headers on (`--response-headers`)."""
+    chosen = decision.closest_to_limit()
+    if chosen is None or chosen.rule is None:
+        return []
+    return [
+        base_pb2.HeaderValue(key="RateLimit-Limit", value=str(chosen.rule.requests_per_unit)),
+        base_pb2.HeaderValue(key="RateLimit-Remaining", value=str(chosen.remaining)),
+        base_pb2.HeaderValue(key="RateLimit-Reset", value=str(ceil_div(chosen.reset_after_us, 1_000_000))),
+    ]
+
+
+def encode(decision: Decision, with_headers: bool = False) -> rls_pb2.RateLimitResponse:
     # duration_until_reset is whole seconds rounded up, like envoyproxy/ratelimit: Envoy's headers print seconds.
     resp = rls_pb2.RateLimitResponse(overall_code=int(decision.code))
     add = resp.statuses.add
@@ -58,15 +71,16 @@ def encode(decision: Decision) -> rls_pb2.RateLimitResponse:
         if s.rule is not None:
             status.current_limit.CopyFrom(_current_limit(s.rule.requests_per_unit, s.rule.unit, s.rule.name))
             status.duration_until_reset.seconds = ceil_div(s.reset_after_us, 1_000_000)
-    for name, value in decision.headers:
-        resp.response_headers_to_add.append(base_pb2.HeaderValue(key=name, value=value))
+    if with_headers:
+        resp.response_headers_to_add.extend(headers(decision))
     return resp
 
 
 class EnvoyRateLimitService(rls_pb2_grpc.RateLimitServiceServicer):  # type: ignore[misc]
-    def __init__(self, engine: Engine, expose_store_time: bool = False) -> None:
+    def __init__(self, engine: Engine, expose_store_time: bool = False, response_headers: bool = False) -> None:
         self.face = GrpcFace(engine, "envoy", "ShouldRateLimit")
         self.expose_store_time = expose_store_time
+        self.response_headers = response_headers
 
     async def ShouldRateLimit(
         self, request: Request | Malformed, context: grpc.aio.ServicerContext
@@ -75,4 +89,4 @@ class EnvoyRateLimitService(rls_pb2_grpc.RateLimitServiceServicer):  # type: ign
         if self.expose_store_time:
             now_us, seq = decision.store_order
             context.set_trailing_metadata(((STORE_ORDER_METADATA, f"{now_us}:{seq}"),))
-        return encode(decision)
+        return encode(decision, self.response_headers)

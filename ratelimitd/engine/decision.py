@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import IntEnum
 
 from ratelimitd.config.rules import Rule
@@ -37,7 +37,6 @@ def ceil_div(us: int, unit: int) -> int:
 class Decision:
     code: Code
     statuses: list[Status]
-    headers: list[tuple[str, str]] = field(default_factory=list)
     store_failed: bool = False
     # (store time in us, position in its store call): the order in which the store decided (0, 0 if not asked)
     store_order: tuple[int, int] = (0, 0)

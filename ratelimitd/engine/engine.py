@@ -13,7 +13,7 @@ from ratelimitd.config.holder import ConfigHolder
 from ratelimitd.config.loader import Config, Domain
 from ratelimitd.config.matcher import match
 from ratelimitd.config.rules import Rule
-from ratelimitd.engine.decision import UNLIMITED_REMAINING, Code, Decision, Status, ceil_div
+from ratelimitd.engine.decision import UNLIMITED_REMAINING, Code, Decision, Status
 from ratelimitd.engine.local_cache import OverLimitCache
 from ratelimitd.engine.request import Descriptor, LimitOverride, Request, validate
 from ratelimitd.metrics import Metrics
@@ -57,10 +57,6 @@ class Plan:
 @dataclass(frozen=True, slots=True)
 class EngineOptions:
     failure_mode_deny: bool = False
-    response_headers: bool = False
-    header_limit: str = "RateLimit-Limit"
-    header_remaining: str = "RateLimit-Remaining"
-    header_reset: str = "RateLimit-Reset"
 
 
 @lru_cache(maxsize=4096)
@@ -205,10 +201,7 @@ class Engine:
             else:
                 s.code = Code.OVER_LIMIT
                 s.remaining = 0
-        decision = Decision(Code.OK if result.admitted else Code.OVER_LIMIT, statuses)
-        if self.options.response_headers:
-            decision.headers = self._headers(decision)
-        return decision
+        return Decision(Code.OK if result.admitted else Code.OVER_LIMIT, statuses)
 
     def _from_cache(self, statuses: list[Status], cached: list[tuple[Checked, float]]) -> Decision:
         """A cached key over its limit denies the whole request: nothing is charged, the store is not asked.
@@ -218,10 +211,7 @@ class Engine:
             s = statuses[i]
             s.code, s.rule, s.remaining = Code.OVER_LIMIT, rule, 0
             s.reset_after_us = s.retry_after_us = int(left * 1e6)
-        decision = Decision(Code.OVER_LIMIT, statuses)
-        if self.options.response_headers:
-            decision.headers = self._headers(decision)
-        return decision
+        return Decision(Code.OVER_LIMIT, statuses)
 
     def _failure(self, statuses: list[Status], checked: list[Checked], err: Exception) -> Decision:
         mode = "deny" if self.options.failure_mode_deny else "allow"
@@ -243,14 +233,3 @@ class Engine:
             s.reset_after_us = rule.window_seconds * 1_000_000
             s.retry_after_us = s.reset_after_us if self.options.failure_mode_deny else 0
         return Decision(code, statuses, store_failed=True)
-
-    def _headers(self, decision: Decision) -> list[tuple[str, str]]:
-        chosen = decision.closest_to_limit()
-        if chosen is None or chosen.rule is None:
-            return []
-        o = self.options
-        return [
-            (o.header_limit, str(chosen.rule.requests_per_unit)),
-            (o.header_remaining, str(chosen.remaining)),
-            (o.header_reset, str(ceil_div(chosen.reset_after_us, 1_000_000))),
-        ]
