@@ -51,13 +51,13 @@ async def main() -> None:
     try:
         client = aioredis.Redis.from_url(server.url)
         fast = FastRedis(server.url)
-        for name, hot in (("redis-py asyncio (+hiredis)", client), ("fast_client (raw asyncio + hiredis)", fast)):
-            store = RedisStore(client, timeout=1.0, hot=hot)
+        for name, scripts in (("redis-py asyncio (+hiredis)", None), ("fast_client (raw asyncio + hiredis)", fast)):
+            store = RedisStore(client, timeout=1.0, scripts=scripts)
             await store.evaluate(batch(0))  # load the script
             for concurrency in (1, 16):
                 rows.append((name, concurrency, await measure(store, 3.0, concurrency)))
                 print(rows[-1], flush=True)
-        fast.close()
+        await fast.close()
         await client.aclose()
     finally:
         server.close()

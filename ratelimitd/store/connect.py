@@ -66,9 +66,9 @@ def connect(url: str, timeout: float = 0.05, max_connections: int = 64) -> Redis
         )
         return RedisStore(sentinel.master_for(path[0], max_connections=max_connections), timeout)
     pool = aioredis.BlockingConnectionPool.from_url(url, max_connections=max_connections, timeout=None, **common)
-    hot = (
+    lean = (
         FastRedis(url, connect_timeout=max(timeout, 0.5), reply_timeout=max(4 * timeout, 0.25))
         if scheme == "redis"
         else None
     )
-    return RedisStore(aioredis.Redis(connection_pool=pool), timeout, hot=hot)
+    return RedisStore(aioredis.Redis(connection_pool=pool), timeout, scripts=lean)

@@ -12,12 +12,17 @@ from __future__ import annotations
 import asyncio
 import itertools
 from collections import deque
+from collections.abc import Sequence
 from typing import Any
 
 import hiredis
 from redis.connection import parse_url
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, ResponseError
+
+from ratelimitd.store.checks import CheckBatch
+from ratelimitd.store.resp import pack_evalsha
+from ratelimitd.store.script_call import Arg, Script, encode_batch, with_fallback
 
 
 class _Connection(asyncio.Protocol):
@@ -69,6 +74,8 @@ class _Connection(asyncio.Protocol):
 
 
 class FastRedis:
+    """A `ScriptClient` (script_call.py) for standalone Redis."""
+
     def __init__(
         self, url: str, connections: int = 2, connect_timeout: float = 0.5, reply_timeout: float = 0.25
     ) -> None:
@@ -125,17 +132,26 @@ class FastRedis:
         conn = await self._connection()
         return self._check(await conn.send(args))
 
-    async def execute_packed(self, command: bytes) -> Any:
+    async def run(self, script: Script, keys: Sequence[str], args: Sequence[Arg]) -> object:
+        return await with_fallback(
+            script,
+            lambda: self._call("EVALSHA", script.sha, len(keys), *keys, *args),
+            lambda: self._call("EVAL", script.text, len(keys), *keys, *args),
+        )
+
+    async def run_batch(self, script: Script, requests: Sequence[CheckBatch], now_us: int | None) -> object:
+        """The command framed from pieces cached per check (resp.py), not packed argument by argument."""
+        return await with_fallback(
+            script,
+            lambda: self._send_packed(pack_evalsha(script.sha, requests, now_us)),
+            lambda: self.run(script, *encode_batch(requests, now_us)),
+        )
+
+    async def _send_packed(self, command: bytes) -> Any:
         conn = await self._connection()
         return self._check(await conn.send_packed(command))
 
-    async def evalsha(self, sha: str, numkeys: int, *keys_and_args: Any) -> Any:
-        return await self._call("EVALSHA", sha, numkeys, *keys_and_args)
-
-    async def eval(self, script: str, numkeys: int, *keys_and_args: Any) -> Any:
-        return await self._call("EVAL", script, numkeys, *keys_and_args)
-
-    def close(self) -> None:
+    async def close(self) -> None:
         for conn in self._conns:
             if conn is not None and conn.transport is not None:
                 conn.transport.close()

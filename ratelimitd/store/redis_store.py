@@ -17,16 +17,14 @@ import logging
 import secrets
 from collections import defaultdict
 from collections.abc import Sequence
-from typing import Any
 
-from redis.exceptions import NoScriptError, RedisError
+from redis.exceptions import RedisError, ResponseError
 
 from ratelimitd.store.checks import Check, CheckBatch
-from ratelimitd.store.fast_client import FastRedis
 from ratelimitd.store.interface import BatchResult, CheckResult, RequestResult, StoreUnavailable, combine
 from ratelimitd.store.keys import hash_slot
-from ratelimitd.store.resp import pack_evalsha
-from ratelimitd.store.scripts import admin_script, batch_script, refund_script, script_sha
+from ratelimitd.store.script_call import Arg, RedisPy, RedisPyScripts, Script, ScriptClient, decode_batch
+from ratelimitd.store.scripts import admin_script, batch_script, refund_script
 
 log = logging.getLogger(__name__)
 
@@ -37,55 +35,16 @@ log = logging.getLogger(__name__)
 STORE_ERRORS = (RedisError, OSError, RuntimeError)
 
 
-def encode_batch(requests: Sequence[CheckBatch], now_us: int | None) -> tuple[list[str], list[int | str]]:
-    keys: list[str] = []
-    args: list[int | str] = ["" if now_us is None else now_us, len(requests)]
-    for req in requests:
-        args.append(len(req.checks))
-        args.append(1 if req.dry_run else 0)
-        for c in req.checks:
-            keys.append(c.key)
-            args.extend(c.args)
-    return keys, args
-
-
-def decode_batch(raw: list[int], requests: Sequence[CheckBatch]) -> BatchResult:
-    """The batch script's reply: per request its verdict and counts, then per check 4 numbers."""
-    out: list[RequestResult] = []
-    i = 1
-    for req in requests:
-        verdict = raw[i : i + 4]
-        i += 4
-        row = []
-        for _ in req.checks:
-            row.append(CheckResult(raw[i] == 1, raw[i + 1], raw[i + 2], raw[i + 3]))
-            i += 4
-        out.append(RequestResult(verdict[0] == 1, verdict[1], verdict[2], verdict[3], row))
-    return BatchResult(raw[0], out)
-
-
-class Script:
-    """One Lua script called by EVALSHA, falling back to EVAL when the server does not know it."""
-
-    def __init__(self, text: str) -> None:
-        self.text = text
-        self.sha = script_sha(text)
-
-    async def __call__(self, client: Any, keys: Sequence[str], args: Sequence[int | str]) -> Any:
-        try:
-            return await client.evalsha(self.sha, len(keys), *keys, *args)
-        except NoScriptError:
-            return await self.send_text(client, keys, args)
-
-    async def send_text(self, client: Any, keys: Sequence[str], args: Sequence[int | str]) -> Any:
-        log.info("script %s not loaded on the store; sending it", self.sha[:10])
-        return await client.eval(self.text, len(keys), *keys, *args)
-
-
 class RedisStore:
-    def __init__(self, client: Any, timeout: float = 0.05, cluster: bool = False, hot: Any = None) -> None:
+    """The `Store` (interface.py) on Redis. `client` (redis-py) serves admin calls, health and refunds;
+    `scripts` runs the batch script: the lean client on standalone Redis, redis-py otherwise."""
+
+    def __init__(
+        self, client: RedisPy, timeout: float = 0.05, cluster: bool = False, scripts: ScriptClient | None = None
+    ) -> None:
         self.client = client
-        self.hot = hot if hot is not None else client  # the client for script calls (see fast_client.py)
+        self.redis_py = RedisPyScripts(client)
+        self.scripts: ScriptClient = scripts or self.redis_py
         self.timeout = timeout
         self.cluster = cluster
         self.batch = Script(batch_script())
@@ -101,14 +60,7 @@ class RedisStore:
             raise StoreUnavailable(f"{type(err).__name__}: {err}") from err
 
     async def _call(self, requests: Sequence[CheckBatch], now_us: int | None) -> BatchResult:
-        if isinstance(self.hot, FastRedis):  # the command framed from cached pieces (resp.py)
-            try:
-                raw = await self.hot.execute_packed(pack_evalsha(self.batch.sha, requests, now_us))
-            except NoScriptError:
-                raw = await self.batch.send_text(self.hot, *encode_batch(requests, now_us))
-        else:
-            raw = await self.batch(self.hot, *encode_batch(requests, now_us))
-        return decode_batch(raw, requests)
+        return decode_batch(await self.scripts.run_batch(self.batch, requests, now_us), requests)
 
     async def _evaluate_by_slot(self, requests: Sequence[CheckBatch], now_us: int | None) -> BatchResult:
         # Split every request into per-slot parts, and send each slot's parts as one call.
@@ -174,10 +126,10 @@ class RedisStore:
         if not checks:
             return
         receipt = f"{checks[0].key}:refund:{secrets.token_hex(8)}"
-        args: list[int | str] = [charged_at]
+        args: list[Arg] = [charged_at]
         for c in checks:
             args.extend(c.args)
-        await self.refund(self.client, [receipt, *(c.key for c in checks)], args)
+        await self.redis_py.run(self.refund, [receipt, *(c.key for c in checks)], args)
 
     async def delete(self, key: str) -> bool:
         """Forget one limit's state (admin reset)."""
@@ -189,7 +141,9 @@ class RedisStore:
     async def adjust_quota(self, check: Check, delta: int) -> tuple[int, int, int, int]:
         """Atomically add `delta` to this period's allowance: (remaining, used, granted, reset_after_us)."""
         try:
-            raw = await self.admin(self.client, [check.key], ["adjust_quota", delta, *check.args])
+            raw = await self.redis_py.run(self.admin, [check.key], ["adjust_quota", delta, *check.args])
+            if not isinstance(raw, list) or len(raw) != 4:
+                raise ResponseError(f"unexpected reply from the admin script: {str(raw)[:200]}")
         except STORE_ERRORS as err:
             raise StoreUnavailable(f"{type(err).__name__}: {err}") from err
         return int(raw[0]), int(raw[1]), int(raw[2]), int(raw[3])
@@ -212,6 +166,6 @@ class RedisStore:
         return None
 
     async def close(self) -> None:
-        if self.hot is not self.client:
-            self.hot.close()
-        await self.client.aclose()
+        if self.scripts is not self.redis_py:
+            await self.scripts.close()
+        await self.redis_py.close()

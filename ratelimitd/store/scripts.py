@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 from importlib.resources import files
 
 ALGORITHM_PARTS = (
@@ -38,7 +37,3 @@ def admin_script() -> str:
 def refund_script() -> str:
     """Undo a cross-slot reservation (lua/refund.lua)."""
     return _assemble("refund.lua")
-
-
-def script_sha(text: str) -> str:
-    return hashlib.sha1(text.encode(), usedforsecurity=False).hexdigest()  # Redis names scripts by SHA-1

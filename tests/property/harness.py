@@ -9,7 +9,7 @@ from ratelimitd.config.units import Unit
 from ratelimitd.store.checks import ENFORCED, CheckBatch, build_check
 from ratelimitd.store.interface import BatchResult, CheckResult
 from ratelimitd.store.keys import KeyEncoder
-from ratelimitd.store.redis_store import decode_batch, encode_batch
+from ratelimitd.store.script_call import decode_batch, encode_batch
 from ratelimitd.store.scripts import batch_script
 
 T0 = 1_763_000_000_000_000  # a November 2025 instant, in us

@@ -9,8 +9,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from ratelimitd.store.checks import Check, CheckBatch
-from ratelimitd.store.redis_store import encode_batch
 from ratelimitd.store.resp import pack_evalsha
+from ratelimitd.store.script_call import encode_batch
 
 ints = st.integers(min_value=-(2**53), max_value=2**53)
 checks = st.builds(Check, st.text(min_size=1, max_size=40), st.tuples(*[ints] * 8))
