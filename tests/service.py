@@ -7,7 +7,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 import urllib.request
 from pathlib import Path
 
@@ -17,6 +16,7 @@ from envoy.service.ratelimit.v3 import rls_pb2, rls_pb2_grpc
 from google.protobuf import wrappers_pb2
 
 from ratelimitd.store.embedded import free_port
+from tests.processes import stop, wait_ready
 
 RLS = rls_pb2.RateLimitResponse
 
@@ -57,19 +57,10 @@ class ServiceProcess:
         return f"127.0.0.1:{self.grpc_port}"
 
     def start(self, timeout: float = 20.0) -> ServiceProcess:
-        proc = self.proc = subprocess.Popen(
-            self.args, env=self.env, cwd=self.cwd, stdout=self._log, stderr=subprocess.STDOUT
-        )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                raise RuntimeError(f"ratelimitd exited with {proc.returncode}:\n{self.log_text()}")
-            if self.healthy():
-                self.channel = grpc.insecure_channel(self.target)
-                return self
-            time.sleep(0.05)
-        self.stop()
-        raise RuntimeError("ratelimitd did not become healthy")
+        self.proc = subprocess.Popen(self.args, env=self.env, cwd=self.cwd, stdout=self._log, stderr=subprocess.STDOUT)
+        wait_ready(self.proc, self.healthy, timeout, "ratelimitd", self.log_text)
+        self.channel = grpc.insecure_channel(self.target)
+        return self
 
     def healthy(self) -> bool:
         try:
@@ -96,16 +87,19 @@ class ServiceProcess:
             self.channel = None
         if self.proc is None:
             return 0
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        code = self.proc.returncode
+        code = stop(self.proc, sig, timeout)
         self.proc = None
         return code
+
+    def __enter__(self) -> ServiceProcess:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, *_: object) -> None:
+        """Stop; a clean exit (code 0) is required only when the block passed, so a failure inside the block is
+        the one reported, not hidden behind the exit code."""
+        code = self.stop()
+        if exc_type is None:
+            assert code == 0, f"ratelimitd exited with {code}:\n{self.log_text()}"
 
     def log_text(self) -> str:
         """Everything the process wrote (JSON log lines)."""

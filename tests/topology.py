@@ -12,6 +12,7 @@ from pathlib import Path
 import redis
 
 from ratelimitd.store.embedded import EmbeddedRedis, cli_for, default_server
+from tests.processes import stop
 
 
 def _bindable(port: int) -> bool:
@@ -166,11 +167,7 @@ class LocalSentinel:
 
     def close(self) -> None:
         for _, proc in self.sentinels:
-            proc.terminate()
-            try:
-                proc.wait(5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+            stop(proc, timeout=5)
         self.master.close()
         self.replica.close()
         self.dir.cleanup()

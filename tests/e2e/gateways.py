@@ -7,10 +7,11 @@ import os
 import shutil
 import subprocess
 import tempfile
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+
+from tests.processes import stop, wait_ready
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -63,26 +64,17 @@ class Process:
     def start(self, timeout: float = 30) -> Process:
         with open(self.log, "wb") as out:
             self.proc = subprocess.Popen(self.args, stdout=out, stderr=subprocess.STDOUT, cwd=self.dir)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"{self.args[0]} exited {self.proc.returncode}:\n{self.log.read_text()[-3000:]}")
-            try:
-                if http_get(self.ready_url, timeout=0.5)[0] < 500:
-                    return self
-            except OSError:
-                pass
-            time.sleep(0.1)
-        self.stop()
-        raise RuntimeError(f"{self.args[0]} not ready in {timeout}s:\n{self.log.read_text()[-3000:]}")
+        wait_ready(self.proc, self._ready, timeout, self.args[0], self.log.read_text)
+        return self
+
+    def _ready(self) -> bool:
+        try:
+            return http_get(self.ready_url, timeout=0.5)[0] < 500
+        except OSError:
+            return False
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        if self.proc is not None:
+            stop(self.proc)
         self.proc = None
         shutil.rmtree(self.dir, ignore_errors=True)

@@ -246,8 +246,7 @@ def test_script_flush_is_survived(service: ServiceProcess, default_redis: Embedd
 
 
 def test_response_headers(config_dir: Path, default_redis: EmbeddedRedis, uid: str) -> None:
-    svc = ServiceProcess(config_dir, default_redis.url, "--response-headers").start()
-    try:
+    with ServiceProcess(config_dir, default_redis.url, "--response-headers").start() as svc:
         r = svc.check("test", [("hour", uid)], [("key1", uid)])
         headers = {h.key: h.value for h in r.response_headers_to_add}
         assert headers["RateLimit-Limit"] == "3" and headers["RateLimit-Remaining"] == "2"
@@ -256,8 +255,6 @@ def test_response_headers(config_dir: Path, default_redis: EmbeddedRedis, uid: s
         r = svc.check("test", [("hour", uid)], [("key1", uid)])
         headers = {h.key: h.value for h in r.response_headers_to_add}
         assert headers["RateLimit-Remaining"] == "0" and headers["RateLimit-Limit"] == "3"
-    finally:
-        assert svc.stop() == 0
 
 
 from envoy.service.ratelimit.v3.rls_pb2 import RateLimitRequest as RLSRequest  # noqa: E402

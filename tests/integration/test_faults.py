@@ -62,8 +62,7 @@ def real_decision(svc: ServiceProcess) -> bool:
 
 @pytest.mark.parametrize(("mode", "code"), [("allow", RLS.OK), ("deny", RLS.OVER_LIMIT)])
 def test_store_down_is_answered_within_timeout(config: Path, store: EmbeddedRedis, mode: str, code: int) -> None:
-    svc = ServiceProcess(config, store.url, "--store-timeout", str(TIMEOUT), "--failure-mode", mode).start()
-    try:
+    with ServiceProcess(config, store.url, "--store-timeout", str(TIMEOUT), "--failure-mode", mode).start() as svc:
         assert real_decision(svc)
         store.stop()
         for _ in range(30):
@@ -76,8 +75,6 @@ def test_store_down_is_answered_within_timeout(config: Path, store: EmbeddedRedi
         wait_for(lambda: real_decision(svc), 2.0, "normal decisions after the store returned", interval=0.05)
         assert time.monotonic() - started < 2.0
         assert "store reachable again" in svc.log_text()
-    finally:
-        assert svc.stop() == 0
 
 
 def test_script_flush_under_load_fails_nothing(config: Path, store: EmbeddedRedis) -> None:
@@ -105,8 +102,7 @@ def test_script_flush_under_load_fails_nothing(config: Path, store: EmbeddedRedi
 
 
 def test_slow_store_answers_within_timeout_and_bounded_memory(config: Path, store: EmbeddedRedis) -> None:
-    svc = ServiceProcess(config, store.url, "--store-timeout", str(TIMEOUT)).start()
-    try:
+    with ServiceProcess(config, store.url, "--store-timeout", str(TIMEOUT)).start() as svc:
         assert svc.proc is not None and store.proc is not None
         proc = psutil.Process(svc.proc.pid)
         for _ in range(50):
@@ -124,8 +120,6 @@ def test_slow_store_answers_within_timeout_and_bounded_memory(config: Path, stor
         growth = proc.memory_info().rss - rss_before
         assert growth < 40 * 2**20, f"RSS grew by {growth / 2**20:.1f} MiB"
         wait_for(lambda: real_decision(svc), 2.0, "recovery after the pause", interval=0.05)
-    finally:
-        assert svc.stop() == 0
 
 
 def test_debug_sleep_is_answered_within_timeout(config: Path, store: EmbeddedRedis) -> None:

@@ -29,13 +29,10 @@ def service(tmp_path_factory: pytest.TempPathFactory, default_redis: EmbeddedRed
         "domain: f\ndescriptors:\n  - key: k\n    rate_limit: {unit: second, requests_per_unit: 1000}\n"
         "  - key: '*'\n    value: '*'\n    rate_limit: {unit: second, requests_per_unit: 5}\n"
     )
-    svc = ServiceProcess(d, default_redis.url, "--max-message-bytes", "65536").start()
-    try:
+    with ServiceProcess(d, default_redis.url, "--max-message-bytes", "65536").start() as svc:
         yield svc
         assert svc.proc is not None and svc.proc.poll() is None, "the service died"
         assert "Traceback" not in svc.log_text()
-    finally:
-        assert svc.stop() == 0
 
 
 def still_serving(svc: ServiceProcess) -> None:

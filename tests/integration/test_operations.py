@@ -279,8 +279,7 @@ def _https_ok(svc: ServiceProcess, certs) -> bool:  # type: ignore[no-untyped-de
 
 def test_workers_share_the_port_and_the_counters(tmp_path: Path, default_redis: EmbeddedRedis) -> None:
     (tmp_path / "ops.yaml").write_text(limit_config(50))
-    svc = ServiceProcess(tmp_path, default_redis.url, "--workers", "2").start()
-    try:
+    with ServiceProcess(tmp_path, default_redis.url, "--workers", "2").start() as svc:
         wait_for(lambda: svc.log_text().count("serving gRPC") == 2, 10, "both workers serving")
         if len(os.sched_getaffinity(0)) >= 2:  # --cpu-affinity auto: a CPU of its own for each worker
             assert svc.proc is not None
@@ -303,8 +302,6 @@ def test_workers_share_the_port_and_the_counters(tmp_path: Path, default_redis: 
         wait_for(lambda: metric(metrics_text(svc), hits, domain="ops", key1="user") == 24, 5, "both workers' hits")
         for ch in channels:
             ch.close()
-    finally:
-        assert svc.stop() == 0
 
 
 def test_structured_logs_carry_request_ids(tmp_path: Path, default_redis: EmbeddedRedis) -> None:
@@ -317,7 +314,7 @@ def test_structured_logs_carry_request_ids(tmp_path: Path, default_redis: Embedd
         svc.stub().ShouldRateLimit(req, metadata=(("x-request-id", "req-42"),), timeout=5)
         time.sleep(0.2)
         events = [json.loads(line) for line in svc.log_text().splitlines() if line.startswith("{")]
-        assert all({"ts", "level", "logger", "msg"} <= e.keys() for e in events)
+        assert events and all({"ts", "level", "logger", "msg"} <= e.keys() for e in events)
         decided = [e for e in events if e.get("request_id") == "req-42"]
         assert decided and decided[0]["msg"] == "decided" and decided[0]["code"] == "OK"
     finally:

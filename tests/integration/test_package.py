@@ -94,12 +94,9 @@ def test_the_installed_package_serves_checks(installed: Path, default_redis: Emb
         cwd=tmp_path,
     )
     service.env = _clean_env(installed)  # ServiceProcess merges os.environ in; the package must not need it
-    service.start()
-    try:
+    with service.start():
         login = [("remote_address", "10.9.9.9"), ("path", "/login")]
         codes = [service.check("api", login).overall_code for _ in range(6)]
-    finally:
-        assert service.stop() == 0, service.log_text()
     assert codes == [RLS.OK] * 5 + [RLS.OVER_LIMIT], service.log_text()
 
 
