@@ -8,6 +8,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import NamedTuple
 
 from ratelimitd.config.holder import ConfigHolder
 from ratelimitd.config.loader import Config, Domain
@@ -27,8 +28,13 @@ log = logging.getLogger(__name__)
 # reaches every worker within a second while a hot abuser still costs one store call per second per worker.
 LOCAL_CACHE_MAX_SECONDS = 1.0
 
-# (index of the request descriptor, its rule, the values that identify its counter, its cost)
-Checked = tuple[int, Rule, tuple[str, ...], int]
+class Checked(NamedTuple):
+    """One descriptor's rule as a request uses it."""
+
+    position: int  # of the descriptor in the request
+    rule: Rule
+    values: tuple[str, ...]  # that identify its counter
+    cost: int
 Submit = Callable[[CheckBatch], Awaitable[tuple[int, int, RequestResult]]]
 
 
@@ -134,7 +140,7 @@ class Engine:
             cost = req.cost_of(req.descriptors[i])
             # a quota's period boundaries move with the clock: its check is built per request
             check = None if rule.algorithm == "quota" else build_check(rule, key, cost, mode)
-            items.append(PlanItem((i, rule, values, cost), key, mode, check))
+            items.append(PlanItem(Checked(i, rule, values, cost), key, mode, check))
         return Plan(True, tuple(unlimited), tuple(items))
 
     async def check(self, req: Request) -> Decision:
@@ -155,8 +161,7 @@ class Engine:
                 continue
             check = item.check
             if check is None:  # a quota: its period boundaries are taken per request
-                _, rule, _, cost = item.checked
-                check = build_check(rule, item.key, cost, item.mode)
+                check = build_check(item.checked.rule, item.key, item.checked.cost, item.mode)
             checks.append(check)
             checked.append(item.checked)
         if cached_over:
@@ -174,9 +179,9 @@ class Engine:
             if self.on_store_recovered is not None:
                 self.on_store_recovered()
         if cache is not None:
-            for (_, _, _, cost), check, r in zip(checked, checks, result.checks, strict=True):
+            for c, check, r in zip(checked, checks, result.checks, strict=True):
                 exhausted = not r.admitted and r.remaining == 0 and r.retry_after_us > 0
-                if exhausted and cost <= 1 and check.args.mode == ENFORCED:
+                if exhausted and c.cost <= 1 and check.args.mode == ENFORCED:
                     cache.put(check.key, sent_at + min(r.retry_after_us / 1e6, LOCAL_CACHE_MAX_SECONDS))
         decision = self._decide(statuses, checked, result)
         decision.store_order = (now_us, seq)

@@ -1,7 +1,9 @@
 """The coalescer's scheduling: who shares a store call, when a call leaves, and when a request gives up.
 
 The runner here is a plain coroutine standing in for `RedisStore.evaluate`, so the timing of each call is
-under the test's control; the store itself is exercised by the integration and property suites.
+under the test's control; the store itself is exercised by the integration and property suites. The event
+loop's clock is virtual (looptime): sleeps and timeouts take no real time, and the times asserted are exact.
+Only the idle spin and the starved-loop test run on the real clock, because real time is their subject.
 """
 
 from __future__ import annotations
@@ -19,6 +21,12 @@ from ratelimitd.scheduler import coalescer
 from ratelimitd.scheduler.coalescer import SPIN_SWITCH_INTERVAL, Answer, Coalescer
 from ratelimitd.store.checks import Check, CheckArgs, CheckBatch
 from ratelimitd.store.interface import BatchResult, CheckResult, RequestResult, StoreUnavailable
+
+pytestmark = pytest.mark.looptime
+
+
+def now() -> float:
+    return asyncio.get_running_loop().time()
 
 
 def batch(n: int = 1) -> CheckBatch:
@@ -65,11 +73,11 @@ async def submit_while_held(co: Coalescer, n: int) -> list[asyncio.Future[Answer
 
 
 async def test_an_idle_request_leaves_at_once_alone() -> None:
-    run = Runner()
-    co = Coalescer(run, timeout=1.0, linger=0.5)
-    started = time.perf_counter()
+    run = Runner(delay=0.001)
+    co = Coalescer(run, timeout=1.0, linger=0.5, idle_spin=0.0)
+    started = now()
     now_us, seq, result = await co.submit(batch(2))
-    assert time.perf_counter() - started < 0.25  # no linger when nothing else is waiting
+    assert now() - started == pytest.approx(0.001)  # the call's own time: no linger when nobody else waits
     assert (now_us, seq, len(result.checks)) == (7, 0, 2)
     assert run.calls == [1]
 
@@ -97,7 +105,7 @@ async def test_batches_are_bounded() -> None:
 
 async def test_under_load_the_linger_gathers_requests_that_keep_arriving() -> None:
     run = Runner(delay=0.005)
-    co = Coalescer(run, timeout=5.0, max_in_flight=1, linger=0.2)
+    co = Coalescer(run, timeout=5.0, max_in_flight=1, linger=0.2, idle_spin=0.0)
 
     async def stream() -> None:
         tasks = []
@@ -107,31 +115,34 @@ async def test_under_load_the_linger_gathers_requests_that_keep_arriving() -> No
         await asyncio.gather(*tasks)
 
     await stream()
-    assert max(run.calls) >= 10  # without the linger each call would carry 2 or 3
-    assert len(run.calls) <= 8
+    # a request every 2 ms for 80 ms: the first goes alone; the next call lingers in 50 ms steps while they
+    # keep coming (the 200 ms linger outlasts the stream), so it carries all the rest. Without the linger each
+    # call would carry 2 or 3.
+    assert run.calls == [1, 39]
 
 
 async def test_the_linger_ends_when_callers_stop_arriving() -> None:
     run = Runner()
-    co = Coalescer(run, timeout=5.0, max_in_flight=1, linger=1.0)
+    co = Coalescer(run, timeout=5.0, max_in_flight=1, linger=1.0, idle_spin=0.0)
     first = await hold_a_call(co, run)
     rest = await submit_while_held(co, 3)
-    started = time.perf_counter()
+    started = now()
     run.let_go()
     await asyncio.gather(first, *rest)
     # the busy call lingers one step (linger / 4) in which nobody arrives, not the whole second
-    assert time.perf_counter() - started < 0.6
+    assert now() - started == pytest.approx(0.25)
     assert run.calls == [1, 3]
 
 
 async def test_a_hung_store_is_answered_at_the_deadline() -> None:
     run = Runner()
     run.release = asyncio.Event()  # never set
-    co = Coalescer(run, timeout=0.05, linger=0.0)
-    started = time.perf_counter()
-    with pytest.raises(StoreUnavailable):
+    co = Coalescer(run, timeout=0.05, linger=0.0, idle_spin=0.0)
+    started = now()
+    with pytest.raises(StoreUnavailable, match="store timeout"):
         await co.submit(batch())
-    assert time.perf_counter() - started < 0.5
+    assert now() - started == pytest.approx(0.05)  # at the deadline, not later
+    run.let_go()
 
 
 async def test_a_full_queue_refuses_at_once() -> None:
@@ -211,22 +222,25 @@ async def test_a_lone_call_on_a_worker_that_was_just_busy_does_not_spin(monkeypa
 
 async def test_waiting_for_a_slot_does_not_count_against_the_store_timeout() -> None:
     run = Runner(delay=0.03)  # each call takes 30 ms of the 50 ms allowed
-    co = Coalescer(run, timeout=0.05, max_in_flight=1, max_batch=1, linger=0.0)
-    answers = await asyncio.gather(*(co.submit(batch()) for _ in range(4)))  # the last waits ~90 ms for its slot
+    co = Coalescer(run, timeout=0.05, max_in_flight=1, max_batch=1, linger=0.0, idle_spin=0.0)
+    started = now()
+    answers = await asyncio.gather(*(co.submit(batch()) for _ in range(4)))  # the last waits 90 ms for its slot
     assert len(answers) == 4 and run.calls == [1, 1, 1, 1]
+    assert now() - started == pytest.approx(0.12)
 
 
 async def test_a_request_that_never_gets_a_slot_gives_up_after_the_longer_bound() -> None:
     run = Runner()
     run.release = asyncio.Event()  # a hung store: every call is given up after the 50 ms timeout
-    co = Coalescer(run, timeout=0.05, max_in_flight=1, max_batch=1, linger=0.0)
-    started = time.perf_counter()
+    co = Coalescer(run, timeout=0.05, max_in_flight=1, max_batch=1, linger=0.0, idle_spin=0.0)
+    started = now()
     results = await asyncio.gather(*(co.submit(batch()) for _ in range(14)), return_exceptions=True)
-    assert all(isinstance(r, StoreUnavailable) for r in results)
     reasons = [str(r) for r in results]
-    assert reasons[0] == "store timeout" and reasons[-1] == "no store call slot in time"
-    assert len(run.calls) < 14  # the last ones were answered without a call
-    assert time.perf_counter() - started < 1.5
+    # one call at a time, each given up at its 50 ms deadline; a request waits at most 0.5 s (10 x, at least
+    # 0.5 s) for a slot, so the 11th and later are answered without a call
+    assert reasons == ["store timeout"] * 10 + ["no store call slot in time"] * 4
+    assert run.calls == [1] * 10
+    assert now() - started == pytest.approx(0.5, abs=0.06)
     run.let_go()
 
 
