@@ -22,7 +22,7 @@ LATEST      := .venv-latest
 
 
 .PHONY: audit
-.PHONY: install run test lint test-latest lock unit test-deep bench bench-quick bench-threads bench-store-clients bench-deps clean proto e2e-deps nginx
+.PHONY: install run test lint test-latest lock unit test-deep bench bench-quick bench-threads bench-store-clients bench-remote-store bench-deps clean proto e2e-deps nginx
 
 # uv, pinned by hash, in a small venv of its own (the machine has only Python and pip).
 $(UV): requirements/uv.txt
@@ -112,6 +112,10 @@ bench-quick: bench-deps
 # (a) against ratelimitd (c); and the store clients' cost per script call (docs/adr/0005).
 bench-threads: bench-deps
 	$(BIN)/python -m benchmarks.experiments.threads
+
+# ratelimitd with Redis behind a proxy adding 0.5 ms each way (1 ms per round trip): what the coalescer does there.
+bench-remote-store: bench-deps
+	$(BIN)/python -m benchmarks.remote_store
 
 bench-store-clients: bench-deps
 	$(BIN)/python -m benchmarks.experiments.store_clients

@@ -4,9 +4,12 @@
 request, no local cache), (c) ratelimitd as shipped, (d) the `limits` library in-process. One load
 generator for all: h2load (C, pre-encoded gRPC frames), several request bodies in parallel so several key
 sets are hit. All servers start once; each in-flight level is measured in rounds that alternate between the
-variants, and every cell reports the median over the rounds. Writes benchmarks/results/<mode>.json, .md, .png.
+variants, and every cell reports the median over the rounds. Then the same servers at steady request rates
+(open loop, `latency.py`): 500 and 2,000 checks/s and half the fastest bare server's saturation rate, with 1
+and 3 descriptors per request. Writes benchmarks/results/<mode>.json, .md, .png.
 
     python -m benchmarks.run [--quick] [--only abcd] [--inflight 1,8,128] [--seconds S] [--rounds R]
+                             [--latency-only] [--rates 500,2000]
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ import redis
 from envoy.extensions.common.ratelimit.v3 import ratelimit_pb2
 from envoy.service.ratelimit.v3 import rls_pb2
 
+from benchmarks import latency
 from ratelimitd.store.embedded import EmbeddedRedis, free_port
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -302,10 +306,12 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 2)
-    ap.add_argument("--only", default="abcd", help="which variants to run, e.g. 'ac'")
+    ap.add_argument("--only", default="abcd", help="which variants to run, e.g. 'ac' ('e': c with the opt-in linger)")
     ap.add_argument("--inflight", default="", help="comma-separated in-flight levels instead of the mode's")
     ap.add_argument("--seconds", type=float, default=0.0, help="seconds per point instead of the mode's")
     ap.add_argument("--rounds", type=int, default=0, help="rounds per point instead of the mode's")
+    ap.add_argument("--latency-only", action="store_true", help="only the steady-rate latency table")
+    ap.add_argument("--rates", default="", help="comma-separated steady rates instead of 500, 2000 and half")
     args = ap.parse_args()
     if not shutil.which("h2load"):
         print("h2load not found: `make bench` installs Debian's nghttp2-client", file=sys.stderr)
@@ -334,6 +340,7 @@ def main() -> int:
     for label, extra in (
         (f"b: ratelimitd fast path off x{w}", ["--max-batch", "1", "--local-cache-size", "0"]),
         (f"c: ratelimitd x{w}", []),
+        (f"e: ratelimitd --batch-linger 0.005 x{w}", ["--batch-linger", "0.005"]),  # only with --only ...e
     ):
         if label[0] in args.only:
             servers.append(ratelimitd_server(label, store.url, w, extra))
@@ -345,6 +352,8 @@ def main() -> int:
         with serving(servers):
             for server in servers:
                 h2load(server.port, 8, 1.0, tmp)  # warm-up: connections, scripts, caches
+            if args.latency_only:
+                inflights = []
             # Rounds alternate between the variants, so each ratio compares runs minutes apart at most on a
             # machine whose speed drifts; idle servers use next to no CPU while another variant is measured.
             for n in inflights:
@@ -359,8 +368,18 @@ def main() -> int:
                             flush=True,
                         )
             points = [median_point(runs) for runs in rounds.values()]
-            top = 128 if 128 in inflights else max(inflights)
-            headline_extra = round_ratios(rounds, top)
+            if inflights:
+                top = 128 if 128 in inflights else max(inflights)
+                headline_extra = round_ratios(rounds, top)
+            rates = [int(r) for r in args.rates.split(",")] if args.rates else [500, 2000]
+            if not args.rates:
+                ceiling = max((p.decided_per_s for p in points if p.variant.startswith("a:")), default=0.0)
+                if not ceiling:  # --latency-only: the fastest bare server's saturation, measured now
+                    ceiling = max(
+                        measure(s_, 128, 2.0, tmp, rclient).decided_per_s for s_ in servers if s_.name[0] == "a"
+                    )
+                rates.append(round(ceiling / 2 / 100) * 100)
+            lat_rounds = steady_rates(servers, rates, seconds, rounds_n, tmp, rclient)
         try:
             from benchmarks.limits_inprocess import measure as measure_limits
 
@@ -381,9 +400,37 @@ def main() -> int:
                 print(f"  d: limits in-process {d['checks_per_s']:9.0f}/s p50={d['p50_ms']:.2f}ms", flush=True)
         finally:
             store.close()
-    partial = args.only != "abcd" or args.inflight or args.seconds or args.rounds
-    report(points, f"{mode}-{args.only}" if partial else mode, w, headline_extra, rounds_n)
+    partial = args.only != "abcd" or args.inflight or args.seconds or args.rounds or args.latency_only or args.rates
+    report(points, f"{mode}-{args.only}" if partial else mode, w, headline_extra, rounds_n, lat_rounds)
     return 0
+
+
+def steady_rates(
+    servers: list[Server], rates: list[int], seconds: float, rounds_n: int, tmp: Path, rclient: redis.Redis
+) -> dict[tuple[str, int, int], list[latency.LatencyPoint]]:
+    """Each variant at each steady rate, 1 and 3 descriptors per request, rounds alternating variants."""
+    sets = {1: bodies()[0], 3: bodies()[2]}
+    out: dict[tuple[str, int, int], list[latency.LatencyPoint]] = {}
+    for descriptors, data in sets.items():
+        body = tmp / f"latency-{descriptors}.bin"
+        body.write_bytes(data)
+        for rate in rates:
+            for r in range(rounds_n):
+                for server in servers:
+                    r0 = redis_counters(rclient)[0] if server.uses_redis else None
+                    point = latency.measure(server.name, descriptors, server.port, rate, seconds, body, tmp)
+                    if r0 is not None:  # h2load's warm-up second is counted too: a close estimate
+                        point.script_calls_per_check = (redis_counters(rclient)[0] - r0) / max(
+                            1.0, point.achieved * (seconds + 1)
+                        )
+                    out.setdefault((server.name, descriptors, rate), []).append(point)
+                    print(
+                        f"  round {r + 1} {server.name:30s} {descriptors} descriptor(s) at {rate:6d}/s: "
+                        f"{point.achieved:7.0f}/s p50={point.p50_ms:.2f}ms p99={point.p99_ms:.2f}ms "
+                        f"p99.9={point.p999_ms:.2f}ms",
+                        flush=True,
+                    )
+    return out
 
 
 def best(points: list[Point], prefix: str, inflight: int) -> Point | None:
@@ -391,10 +438,17 @@ def best(points: list[Point], prefix: str, inflight: int) -> Point | None:
     return max(cands, key=lambda p: p.decided_per_s) if cands else None
 
 
-def report(points: list[Point], mode: str, workers: int, extra: dict[str, float], rounds: int) -> None:
+def report(
+    points: list[Point],
+    mode: str,
+    workers: int,
+    extra: dict[str, float],
+    rounds: int,
+    lat_rounds: dict[tuple[str, int, int], list[latency.LatencyPoint]],
+) -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
-    inflights = {p.inflight for p in points}
-    top = 128 if 128 in inflights else max(inflights)  # the issue's targets are stated at 128 in flight
+    inflights = {p.inflight for p in points} or {0}
+    top = 128 if 128 in inflights else max(inflights)  # the saturation figures are stated at 128 in flight
     a, b, c, d = (best(points, x, top) for x in ("a:", "b:", "c:", "d:"))
     if d is None:
         d = next((p for p in points if p.variant.startswith("d:")), None)
@@ -412,12 +466,16 @@ def report(points: list[Point], mode: str, workers: int, extra: dict[str, float]
         headline["c_p50_ms_inflight_1"] = c1.p50_ms
     if c8:
         headline["c_p99_ms_inflight_8"] = c8.p99_ms
+    steady = [latency.median(runs) for runs in lat_rounds.values()]
+    added = latency.added(lat_rounds)
     doc = {
         "mode": mode,
         "cpus": os.cpu_count(),
         "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "headline": headline,
         "points": [asdict(p) for p in points],
+        "steady_rate": [asdict(p) for p in steady],
+        "added_latency": added,
     }
     (RESULTS / f"{mode}.json").write_text(json.dumps(doc, indent=2))
     lines = [
@@ -446,18 +504,61 @@ def report(points: list[Point], mode: str, workers: int, extra: dict[str, float]
         " ratios): "
         + ", ".join(f"{k} = {v:.3f}" if isinstance(v, float) else f"{k} = {v}" for k, v in headline.items()),
     ]
+    lines += latency_lines(steady, added, rounds)
     (RESULTS / f"{mode}.md").write_text("\n".join(lines) + "\n")
-    plot(points, RESULTS / f"{mode}.png")
+    plot(points, steady, RESULTS / f"{mode}.png")
     print("\n".join(lines))
 
 
-def plot(points: list[Point], path: Path) -> None:
+def latency_lines(steady: list[latency.LatencyPoint], added: list[dict[str, Any]], rounds: int) -> list[str]:
+    if not steady:
+        return []
+    lines = [
+        "",
+        f"## Latency at steady rates (open loop, 8 connections; medians of {rounds} rounds; every request's time)",
+        "",
+        "| variant | descriptors | rate asked | answered/s | p50 ms | p99 ms | p99.9 ms | script calls/check "
+        "| errors |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for p in sorted(steady, key=lambda p: (p.descriptors, p.rate, p.variant)):
+        calls = "" if p.script_calls_per_check is None else f"{p.script_calls_per_check:.3f}"
+        lines.append(
+            f"| {p.variant} | {p.descriptors} | {p.rate} | {p.achieved:.0f} | {p.p50_ms:.2f} | {p.p99_ms:.2f} "
+            f"| {p.p999_ms:.2f} | {calls} | {p.errors} |"
+        )
+    lines += [
+        "",
+        "Added latency: ratelimitd minus the fastest bare server at the same rate, per round, then the median.",
+        "",
+        "| variant | descriptors | rate | added p50 ms | added p99 ms |",
+        "|---|---|---|---|---|",
+    ]
+    for row in sorted(added, key=lambda r: (r["variant"], r["descriptors"], r["rate"])):
+        lines.append(
+            f"| {row['variant']} | {row['descriptors']} | {row['rate']} | {row['added_p50_ms']:+.2f} | "
+            f"{row['added_p99_ms']:+.2f} |"
+        )
+    return lines
+
+
+def plot(points: list[Point], steady: list[latency.LatencyPoint], path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.5))
+    fig, (ax1, ax2, ax3) = plt.subplots(1, 3, figsize=(18, 4.5))
+    for variant in sorted({p.variant for p in steady}):
+        at = sorted((p for p in steady if p.variant == variant and p.descriptors == 1), key=lambda p: p.rate)
+        ax3.plot([p.rate for p in at], [p.p99_ms for p in at], marker="o", label=f"{variant} p99")
+        ax3.plot([p.rate for p in at], [p.p50_ms for p in at], marker=".", linestyle=":", label=f"{variant} p50")
+    ax3.set_xscale("log")
+    ax3.set_yscale("log")
+    ax3.set_xlabel("steady rate (checks/s), 1 descriptor")
+    ax3.set_title("latency at steady rates (ms)")
+    ax3.grid(True, alpha=0.3)
+    ax3.legend(fontsize=6)
     for variant in sorted({p.variant for p in points}):
         ps = sorted((p for p in points if p.variant == variant), key=lambda p: p.inflight)
         if len(ps) < 2:

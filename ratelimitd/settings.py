@@ -23,7 +23,7 @@ class Settings:
     hash_values: bool = False
     log_level: str = "info"
     max_batch: int = 128
-    batch_linger: float = 0.005
+    batch_linger: float = 0.0
     idle_spin: float = 0.001
     expose_store_time: bool = False
     near_limit_ratio: float = 0.8
@@ -103,7 +103,11 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
     _flag(p, "log-level", "debug, info, warning or error")
     _flag(p, "max-batch", "most requests one store call carries")
     _flag(p, "idle-spin", "longest the idle loop polls for a lone store reply instead of sleeping (s; 0: off)")
-    _flag(p, "batch-linger", "longest a request waits, under load only, for others to share its store call (s)")
+    _flag(
+        p,
+        "batch-linger",
+        "opt-in: under load, longest a store call waits for more requests to share it (s); for a remote Redis",
+    )
     _flag(p, "near-limit-ratio", "share of a limit above which admitted hits count as near_limit")
     _flag(p, "max-message-bytes", "largest request accepted on the gRPC and HTTP listeners")
     _flag(p, "tls-cert", "PEM certificate chain: serve gRPC and HTTP over TLS")
