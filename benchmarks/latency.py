@@ -36,6 +36,32 @@ def percentile(values: list[float], p: float) -> float:
     return values[min(len(values) - 1, int(p * len(values)))] if values else float("nan")
 
 
+def grpc_request(port: int, body: Path, log: Path) -> list[str]:
+    """h2load's arguments for one gRPC ShouldRateLimit call with a pre-encoded body, every request logged."""
+    return [
+        "-H",
+        "content-type: application/grpc",
+        "-H",
+        "te: trailers",
+        "-d",
+        str(body),
+        f"--log-file={log}",
+        f"http://127.0.0.1:{port}{PATH}",
+    ]
+
+
+def read_log(log: Path) -> tuple[list[float], int]:
+    """Latencies (ms) and non-200 answers from an h2load --log-file."""
+    latencies: list[float] = []
+    errors = 0
+    for line in log.read_text().splitlines():
+        parts = line.split("\t")
+        if len(parts) >= 3:
+            latencies.append(int(parts[2]) / 1000)
+            errors += parts[1] != "200"
+    return latencies, errors
+
+
 def open_loop(port: int, rate: int, seconds: float, body: Path, log: Path) -> tuple[list[float], int]:
     """Every request's latency (ms, sorted) at `rate` requests/s spread over 8 connections, and the non-200s."""
     per_connection = max(1, round(rate / CONNECTIONS))
@@ -52,25 +78,12 @@ def open_loop(port: int, rate: int, seconds: float, body: Path, log: Path) -> tu
         "-D",
         str(max(1, round(seconds))),
         "--warm-up-time=1",
-        "-H",
-        "content-type: application/grpc",
-        "-H",
-        "te: trailers",
-        "-d",
-        str(body),
-        f"--log-file={log}",
-        f"http://127.0.0.1:{port}{PATH}",
+        *grpc_request(port, body, log),
     ]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60)
     if done.returncode != 0:
         raise RuntimeError(f"h2load failed: {done.stdout[-2000:]}{done.stderr[-2000:]}")
-    latencies: list[float] = []
-    errors = 0
-    for line in log.read_text().splitlines():
-        parts = line.split("\t")
-        if len(parts) >= 3:
-            latencies.append(int(parts[2]) / 1000)
-            errors += parts[1] != "200"
+    latencies, errors = read_log(log)
     return sorted(latencies), errors
 
 

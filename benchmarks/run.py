@@ -43,7 +43,6 @@ from ratelimitd.store.embedded import EmbeddedRedis, free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
-PATH = "/envoy.service.ratelimit.v3.RateLimitService/ShouldRateLimit"
 
 
 def bodies() -> list[bytes]:
@@ -108,14 +107,7 @@ def h2load(port: int, inflight: int, seconds: float, tmp: Path) -> tuple[int, li
             str(max(1, streams // clients)),
             "-D",
             str(max(1, round(seconds))),
-            "-H",
-            "content-type: application/grpc",
-            "-H",
-            "te: trailers",
-            "-d",
-            str(body),
-            f"--log-file={log}",
-            f"http://127.0.0.1:{port}{PATH}",
+            *latency.grpc_request(port, body, log),
         ]
         procs.append((subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True), log))
     latencies: list[float] = []
@@ -124,11 +116,9 @@ def h2load(port: int, inflight: int, seconds: float, tmp: Path) -> tuple[int, li
         out, _ = proc.communicate(timeout=seconds + 60)
         if proc.returncode != 0:
             raise RuntimeError(f"h2load failed: {out[-2000:]}")
-        for line in log.read_text().splitlines():
-            parts = line.split("\t")
-            if len(parts) >= 3:
-                latencies.append(int(parts[2]) / 1000)
-                non200 += parts[1] != "200"
+        lat, errors = latency.read_log(log)
+        latencies += lat
+        non200 += errors
     return len(latencies), sorted(latencies), non200
 
 
