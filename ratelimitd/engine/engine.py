@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 # reaches every worker within a second while a hot abuser still costs one store call per second per worker.
 LOCAL_CACHE_MAX_SECONDS = 1.0
 
+
 class Checked(NamedTuple):
     """One descriptor's rule as a request uses it."""
 
@@ -35,6 +36,8 @@ class Checked(NamedTuple):
     rule: Rule
     values: tuple[str, ...]  # that identify its counter
     cost: int
+
+
 Submit = Callable[[CheckBatch], Awaitable[tuple[int, int, RequestResult]]]
 
 
