@@ -38,7 +38,7 @@ install: $(UV)
 run: install
 	$(BIN)/ratelimitd serve --config $(CONFIG)
 
-LINT = $(1)/ruff check ratelimitd tests benchmarks && $(1)/mypy && $(1)/lint-imports --no-cache && $(1)/bandit -q -r ratelimitd -x ratelimitd/v1
+LINT = $(1)/ruff check ratelimitd tests benchmarks && $(1)/ruff format --check -q ratelimitd tests benchmarks && $(1)/mypy && $(1)/lint-imports --no-cache && $(1)/bandit -q -r ratelimitd -x ratelimitd/v1
 
 lint: install
 	$(call LINT,$(BIN))
