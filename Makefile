@@ -92,7 +92,7 @@ unit: install
 	$(BIN)/pytest -q tests/unit
 
 test-deep: install
-	RATELIMITD_DEEP=1 $(BIN)/pytest -q tests/property tests/integration/test_fuzz.py
+	RATELIMITD_DEEP=1 $(BIN)/pytest -q --timeout 3600 tests/property tests/integration/test_fuzz.py
 
 # Benchmarks: h2load from Debian's nghttp2-client, `limits` and matplotlib from the bench group.
 bench-deps: $(UV)
