@@ -36,11 +36,14 @@ class RequestResult(NamedTuple):
     checks: list[CheckResult]
 
 
-def combine(parts: Sequence[RequestResult]) -> bool:
-    """The verdict of a request whose checks were decided in several parts (one per cluster slot), from the
+def combine(parts: Sequence[RequestResult], checks: list[CheckResult]) -> RequestResult:
+    """One request whose checks were decided in several parts (one per cluster slot), with the verdict from the
     parts' own counts: no enforced check denied anywhere, and not every quota_mode check denied."""
+    enforced = sum(p.enforced_denied for p in parts)
     quota = sum(p.quota_checks for p in parts)
-    return not any(p.enforced_denied for p in parts) and not (quota and sum(p.quota_denied for p in parts) == quota)
+    quota_denied = sum(p.quota_denied for p in parts)
+    admitted = not enforced and not (quota and quota_denied == quota)
+    return RequestResult(admitted, enforced, quota, quota_denied, checks)
 
 
 class BatchResult(NamedTuple):

@@ -99,9 +99,8 @@ class RedisStore:
             if len(own) == 1:
                 results.append(own[0][2]._replace(checks=row))
                 continue
-            verdicts = [part for _, _, part in own]
-            admitted = combine(verdicts)
-            if not admitted and not req.dry_run:  # undo what the parts that admitted have charged
+            merged = combine([part for _, _, part in own], row)
+            if not merged.admitted and not req.dry_run:  # undo what the parts that admitted have charged
                 for idxs, charged_at, part in own:
                     if not part.admitted:
                         continue
@@ -109,15 +108,7 @@ class RedisStore:
                     refunds.append(self._refund([req.checks[i] for i in charged], charged_at))
                     for i in charged:
                         row[i] = row[i]._replace(remaining=row[i].remaining + req.checks[i].args.cost)
-            results.append(
-                RequestResult(
-                    admitted,
-                    sum(p.enforced_denied for p in verdicts),
-                    sum(p.quota_checks for p in verdicts),
-                    sum(p.quota_denied for p in verdicts),
-                    row,
-                )
-            )
+            results.append(merged)
         if refunds:
             await asyncio.gather(*refunds)
         return BatchResult(now, results)
