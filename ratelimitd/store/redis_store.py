@@ -54,7 +54,9 @@ class RedisStore:
     async def evaluate(self, requests: Sequence[CheckBatch], now_us: int | None = None) -> BatchResult:
         try:
             if self.cluster:
-                return await self._evaluate_by_slot(requests, now_us)
+                # Shielded: a caller cancelled mid-call (the coalescer sends an idle worker's lone request from
+                # its caller's coroutine) must not stop the refund of a request that one slot denied.
+                return await asyncio.shield(self._evaluate_by_slot(requests, now_us))
             return await self._call(requests, now_us)
         except STORE_ERRORS as err:
             raise StoreUnavailable(f"{type(err).__name__}: {err}") from err

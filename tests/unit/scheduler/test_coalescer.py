@@ -254,3 +254,44 @@ async def test_a_cancelled_request_leaves_the_queue_unsent() -> None:
     run.let_go()
     await asyncio.gather(first, kept)
     assert run.calls == [1, 1]
+
+
+async def test_an_idle_workers_lone_request_is_sent_by_its_caller_without_a_loop_round() -> None:
+    run = Runner()
+    run.release = asyncio.Event()
+    co = Coalescer(run, timeout=5.0, idle_spin=0.0)
+    caller = asyncio.ensure_future(co.submit(batch()))
+    await asyncio.sleep(0)  # the caller's first step only: a drain task would not have run yet
+    assert run.calls == [1]
+    run.let_go()
+    await caller
+
+
+async def test_a_caller_cancelled_during_its_lone_call_frees_the_slot() -> None:
+    run = Runner()
+    run.release = asyncio.Event()
+    co = Coalescer(run, timeout=5.0, max_in_flight=1, idle_spin=0.0)
+    caller = asyncio.ensure_future(co.submit(batch()))
+    await asyncio.sleep(0.01)
+    caller.cancel()  # the gateway's deadline passed while its call was out
+    with pytest.raises(asyncio.CancelledError):
+        await caller
+    run.release = None
+    assert (await co.submit(batch()))[0] == 7  # the only slot is free again
+    assert run.calls == [1, 1]
+
+
+async def test_a_lone_call_given_up_then_cancelled_hands_its_slot_on_once() -> None:
+    run = Runner()
+    run.release = asyncio.Event()  # never set: the first call hangs
+    co = Coalescer(run, timeout=0.05, max_in_flight=1, idle_spin=0.0)
+    caller = asyncio.ensure_future(co.submit(batch()))
+    await asyncio.sleep(0.01)
+    behind = asyncio.ensure_future(co.submit(batch()))  # waits for the only slot
+    with pytest.raises(StoreUnavailable, match="store timeout"):
+        await caller  # answered at the deadline; its call still hangs, its slot went to `behind`
+    with pytest.raises(StoreUnavailable, match="store timeout"):
+        await behind
+    assert co._in_flight == 0
+    run.release = None
+    assert (await co.submit(batch()))[0] == 7
