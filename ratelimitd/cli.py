@@ -43,6 +43,15 @@ def build_parser() -> argparse.ArgumentParser:
     diff = csub.add_parser("diff", help="limits added, removed or changed between two configs")
     diff.add_argument("old")
     diff.add_argument("new")
+    export = csub.add_parser("export", help="write the domains kept in the store as YAML files")
+    export.add_argument("out", help="directory to write <domain>.yaml files into")
+    imp = csub.add_parser("import", help="load YAML files into the store (new domains; --update replaces)")
+    imp.add_argument("path", help="a config file or directory")
+    imp.add_argument("--update", action="store_true", help="replace domains the store has in another version")
+    imp.add_argument("--who", default="config import", help="recorded as the author in each domain's history")
+    for p in (export, imp):
+        p.add_argument("--redis-url", default=env_default("redis-url", "redis://127.0.0.1:6379/0"))
+        p.add_argument("--key-prefix", default=env_default("key-prefix", "rl:"))
 
     check = sub.add_parser("check", help="send one Envoy RLS request and print the decision")
     check.add_argument("--target", default=env_default("target", "127.0.0.1:8081"))
@@ -72,6 +81,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             return config_tools.schema()
         if args.config_command == "diff":
             return config_tools.diff(args.old, args.new)
+        if args.config_command in ("export", "import"):
+            from ratelimitd import limits_tools
+
+            if args.config_command == "export":
+                return limits_tools.export_domains(args.redis_url, args.key_prefix, args.out)
+            return limits_tools.import_domains(args.redis_url, args.key_prefix, args.path, args.update, args.who)
         return cmd_validate(args.path)
     return cmd_check(args)
 

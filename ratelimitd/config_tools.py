@@ -8,7 +8,8 @@ import sys
 from ratelimitd.config.loader import Config, ConfigError, load_config
 from ratelimitd.config.matcher import match
 from ratelimitd.config.models import DomainModel, max_requests_per_unit
-from ratelimitd.engine.admin import describe_rule
+from ratelimitd.config.rules import Rule
+from ratelimitd.engine.admin import describe_rule, rule_changes
 from ratelimitd.store.keys import KeyEncoder
 
 
@@ -79,12 +80,11 @@ def diff(old_path: str, new_path: str) -> int:
     if old is None or new is None:
         return 1
 
-    def rules(c: Config) -> dict[str, str]:
-        return {f"{r.domain}.{r.stats_key}": describe_rule(r) for d in c.domains.values() for r in d.rules}
+    def rules(c: Config) -> list[Rule]:
+        return [r for d in c.domains.values() for r in d.rules]
 
-    a, b = rules(old), rules(new)
-    lines = [f"- {a[k]}" for k in sorted(a.keys() - b.keys())]
-    lines += [f"+ {b[k]}" for k in sorted(b.keys() - a.keys())]
-    lines += [f"~ {a[k]}\n  -> {b[k]}" for k in sorted(a.keys() & b.keys()) if a[k] != b[k]]
+    lines = [
+        line.replace(" -> ", "\n  -> ", 1) if line[0] == "~" else line for line in rule_changes(rules(old), rules(new))
+    ]
     print("\n".join(lines) if lines else "no differences in limits")
     return 3 if lines else 0

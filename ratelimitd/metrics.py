@@ -17,7 +17,7 @@ from bisect import bisect_left
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, Metric, multiprocess
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Metric, multiprocess
 from prometheus_client.registry import Collector
 from prometheus_client.samples import Sample
 
@@ -161,6 +161,24 @@ class Metrics:
             "ratelimitd_worker_restarts", "workers started again after one died unexpectedly", registry=r
         )
         self.admin_denied = Counter("ratelimitd_admin_unauthenticated", "admin calls without a valid token", registry=r)
+        self.stored_limits_lost = Gauge(
+            "ratelimitd_stored_limits_lost",
+            "1 while the store has lost limits that this instance still enforces from its last applied copy",
+            registry=r,
+            multiprocess_mode="max",
+        )
+        self.stored_limits_generation = Gauge(
+            "ratelimitd_stored_limits_generation",
+            "generation of the stored limits this instance applied",
+            registry=r,
+            multiprocess_mode="max",
+        )
+        self.stored_limits_changes = Counter(
+            "ratelimitd_stored_limits_changes",
+            "changes to stored limits made through this instance",
+            ("action",),
+            registry=r,
+        )
         self._children: dict[tuple[str, str], RuleCounters] = {}
         self._pending: dict[tuple[Histogram, tuple[str, ...]], PendingHistogram] = {}
 

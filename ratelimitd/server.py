@@ -17,6 +17,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from ratelimitd.api.admin import AdminService, TokenCheck, add_admin_routes
+from ratelimitd.api.domains_admin import DomainRpcs, add_domain_routes
 from ratelimitd.api.envoy_rls import SERVICE_NAME, EnvoyRateLimitService
 from ratelimitd.api.envoy_rls import decode as envoy_decode
 from ratelimitd.api.grpc_util import add_check_methods
@@ -29,12 +30,15 @@ from ratelimitd.config.reloader import ConfigReloader
 from ratelimitd.engine.admin import AdminOps
 from ratelimitd.engine.engine import Engine, EngineOptions
 from ratelimitd.engine.local_cache import OverLimitCache
+from ratelimitd.engine.stored_limits import LimitsEditor, LimitsSync
 from ratelimitd.metrics import Metrics
 from ratelimitd.scheduler.coalescer import Coalescer
 from ratelimitd.settings import Settings
 from ratelimitd.store.connect import connect
 from ratelimitd.store.embedded import EmbeddedRedis
+from ratelimitd.store.interface import StoreUnavailable
 from ratelimitd.store.keys import KeyEncoder
+from ratelimitd.store.limits_store import LimitsStore
 from ratelimitd.store.redis_store import RedisStore
 from ratelimitd.v1 import ratelimitd_pb2 as native_pb
 from ratelimitd.v1 import ratelimitd_pb2_grpc as native_pb_grpc
@@ -49,10 +53,21 @@ def split_hostport(value: str) -> tuple[str, int]:
     return host.strip("[]") or "127.0.0.1", int(port)
 
 
-def admin_token(s: Settings) -> str | None:
-    if s.admin_token_file:
-        return Path(s.admin_token_file).read_text().strip() or None
-    return s.admin_token or None
+def admin_tokens(s: Settings) -> dict[str, str]:
+    """Admin tokens by name. A token file holds one bare token (named `admin`) or `name:token` lines."""
+    if not s.admin_token_file:
+        return {"admin": s.admin_token} if s.admin_token else {}
+    lines = [line.strip() for line in Path(s.admin_token_file).read_text().splitlines()]
+    lines = [line for line in lines if line and not line.startswith("#")]
+    if len(lines) == 1 and ":" not in lines[0]:
+        return {"admin": lines[0]}
+    tokens = {}
+    for line in lines:
+        name, sep, token = line.partition(":")
+        if not sep or not name.strip() or not token.strip():
+            raise ValueError(f"{s.admin_token_file}: each line must be 'name:token'")
+        tokens[name.strip()] = token.strip()
+    return tokens
 
 
 def grpc_credentials(s: Settings) -> grpc.ServerCredentials | None:
@@ -90,6 +105,7 @@ class Service:
         self.reloader = ConfigReloader(s.config, self.holder, self.metrics.count_config_load)
         self.embedded: EmbeddedRedis | None = None
         self.store: RedisStore | None = None
+        self.limits_sync: LimitsSync | None = None
         self.healthy = False
         self.grpc_port = 0
         self.http_port = 0
@@ -116,9 +132,12 @@ class Service:
                 "no --redis-url given: started embedded %s on 127.0.0.1:%d", self.embedded.binary, self.embedded.port
             )
         store = self.store = connect(url, timeout=s.store_timeout)
+        sync = self.limits_sync = LimitsSync(self.holder, LimitsStore(store, s.key_prefix), self.metrics)
+        with suppress(StoreUnavailable):
+            await sync.refresh()  # the stored limits before the first request, when the store answers
         engine = self._engine(store)
         app = make_app(engine, lambda: self.healthy, s.max_message_bytes)
-        self._grpc = self._grpc_server(engine, store, app)
+        self._grpc = self._grpc_server(engine, store, app, sync)
         self.grpc_port = self._add_port(self._grpc, s.grpc_listen)
         await self._grpc.start()
         if self._admin_grpc is not None:
@@ -138,6 +157,7 @@ class Service:
             await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
         if s.watch_config:
             self._background(self.reloader.watch(self._stopping))
+        self._background(sync.run(self._stopping))
         self._background(self.metrics.flush_every())
         self.healthy = True
         log.info(
@@ -190,7 +210,9 @@ class Service:
             OverLimitCache(s.local_cache_size) if s.local_cache_size > 0 else None,
         )
 
-    def _grpc_server(self, engine: Engine, store: RedisStore, app: web.Application) -> grpc.aio.Server:
+    def _grpc_server(
+        self, engine: Engine, store: RedisStore, app: web.Application, sync: LimitsSync
+    ) -> grpc.aio.Server:
         """The gRPC server with every face; the admin API (gRPC and HTTP) when a token or listener is set."""
         s = self.settings
         limits = [("grpc.max_receive_message_length", s.max_message_bytes)]
@@ -203,11 +225,12 @@ class Service:
         add_check_methods(server, NATIVE_SERVICE, {"Check": check})
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         names = [SERVICE_NAME, NATIVE_SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME]
-        token = admin_token(s)
+        token = admin_tokens(s)
         if token or s.admin_listen:
             ops = AdminOps(engine, store)
             tokens = TokenCheck(token, self.metrics)
-            admin_service = AdminService(ops, tokens)
+            editor = LimitsEditor(self.holder, sync.backend, sync, self.metrics)
+            admin_service = AdminService(ops, tokens, DomainRpcs(editor))
             if s.admin_listen:
                 self._admin_grpc = grpc.aio.server(options=limits)
                 native_pb_grpc.add_AdminServicer_to_server(admin_service, self._admin_grpc)
@@ -216,6 +239,7 @@ class Service:
                 native_pb_grpc.add_AdminServicer_to_server(admin_service, server)
                 names.append(ADMIN_SERVICE)
                 add_admin_routes(app, ops, tokens)
+                add_domain_routes(app, editor, lambda r: tokens.ok(r.headers.get("Authorization"), str(r.remote)))
             log.info(
                 "admin API enabled%s%s",
                 f" on {s.admin_listen}" if s.admin_listen else "",

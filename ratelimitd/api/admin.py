@@ -13,10 +13,12 @@ import grpc
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from ratelimitd.api.domains_admin import STATUS, DomainRpcs
 from ratelimitd.api.http import status_json
 from ratelimitd.api.native import decode_descriptor, encode_status
 from ratelimitd.engine.admin import AdminOps
 from ratelimitd.engine.request import Descriptor, InvalidRequest
+from ratelimitd.engine.stored_limits import LimitsError
 from ratelimitd.metrics import Metrics
 from ratelimitd.store.interface import StoreUnavailable
 from ratelimitd.v1 import ratelimitd_pb2 as pb
@@ -26,35 +28,75 @@ log = logging.getLogger(__name__)
 
 
 class TokenCheck:
-    def __init__(self, token: str | None, metrics: Metrics) -> None:
-        self._expected = f"Bearer {token}".encode() if token else None
+    """Admin tokens by name (the name is who the history and the audit log record)."""
+
+    def __init__(self, tokens: dict[str, str] | None, metrics: Metrics) -> None:
+        self._expected = {name: f"Bearer {token}".encode() for name, token in (tokens or {}).items()}
         self._metrics = metrics
 
-    def ok(self, presented: str | None, who: str) -> bool:
-        if self._expected is None:
-            return True  # admin served only on a private --admin-listen without a token
-        if presented is not None and hmac.compare_digest(presented.encode(), self._expected):
-            return True
-        self._metrics.admin_denied.inc()
-        log.warning("admin call without a valid token from %s", who)
-        return False
+    def ok(self, presented: str | None, who: str) -> str | None:
+        """The name of the token presented, or None (refused, counted and logged)."""
+        if not self._expected:
+            return "admin-listener"  # admin served only on a private --admin-listen without a token
+        given = (presented or "").encode()
+        found = None
+        for name, expected in self._expected.items():  # compare with every token: no early exit to time
+            if hmac.compare_digest(given, expected):
+                found = name
+        if found is None:
+            self._metrics.admin_denied.inc()
+            log.warning("admin call without a valid token from %s", who)
+        return found
 
 
 class AdminService(pb_grpc.AdminServicer):  # type: ignore[misc]
-    def __init__(self, ops: AdminOps, tokens: TokenCheck) -> None:
+    def __init__(self, ops: AdminOps, tokens: TokenCheck, domains: DomainRpcs | None = None) -> None:
         self.ops = ops
         self.tokens = tokens
+        self.domains = domains
 
     async def _guard(self, context: grpc.aio.ServicerContext, call: Callable[[], Awaitable[Any]]) -> Any:
+        return await self._guard_as(context, lambda _who: call())
+
+    async def _guard_as(self, context: grpc.aio.ServicerContext, call: Callable[[str], Awaitable[Any]]) -> Any:
+        """Authorize, then run `call(who)` (who: the token's name), mapping refusals to status codes."""
         meta = dict(context.invocation_metadata() or ())
-        if not self.tokens.ok(meta.get("authorization"), context.peer()):
+        who = self.tokens.ok(meta.get("authorization"), context.peer())
+        if who is None:
             await context.abort(grpc.StatusCode.UNAUTHENTICATED, "admin calls need 'authorization: Bearer <token>'")
+            return None
         try:
-            return await call()
+            return await call(who)
         except InvalidRequest as err:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(err))
+        except LimitsError as err:
+            await context.abort(STATUS[err.kind][1], "\n".join(err.problems) if err.kind == "invalid" else str(err))
         except StoreUnavailable:
             await context.abort(grpc.StatusCode.UNAVAILABLE, "store unavailable")
+
+    async def _domains(self, context: grpc.aio.ServicerContext, name: str, request: Any) -> Any:
+        if self.domains is None:
+            await context.abort(grpc.StatusCode.UNIMPLEMENTED, "stored limits are off on this instance")
+        method = getattr(self.domains, name)
+        return await self._guard_as(context, lambda who: method(request, who))
+
+    async def ListDomains(self, request: pb.ListDomainsRequest, context: grpc.aio.ServicerContext) -> Any:
+        return await self._domains(context, "list", request)
+
+    async def GetDomain(self, request: pb.GetDomainRequest, context: grpc.aio.ServicerContext) -> Any:
+        return await self._domains(context, "get", request)
+
+    async def PutDomain(self, request: pb.PutDomainRequest, context: grpc.aio.ServicerContext) -> Any:
+        return await self._domains(context, "put", request)
+
+    async def DeleteDomain(self, request: pb.PutDomainRequest, context: grpc.aio.ServicerContext) -> Any:
+        return await self._domains(context, "delete", request)
+
+    async def DomainHistory(self, request: pb.GetDomainRequest, context: grpc.aio.ServicerContext) -> Any:
+        return await self._domains(context, "history", request)
+
+    async def RollbackDomain(self, request: pb.RollbackDomainRequest, context: grpc.aio.ServicerContext) -> Any:
+        return await self._domains(context, "rollback", request)
 
     async def GetUsage(self, request: pb.UsageRequest, context: grpc.aio.ServicerContext) -> pb.UsageResponse:
         async def call() -> pb.UsageResponse:

@@ -111,12 +111,21 @@ def load_config(path: str | Path) -> Config:
 def load_domain_file(file: Path) -> Domain:
     name = str(file)
     try:
-        data = yaml.load(file.read_text(encoding="utf-8"), Loader=_Yaml12Loader)  # nosec B506
+        text = file.read_text(encoding="utf-8")
     except OSError as err:
         raise ConfigError([Problem(name, "(file)", err.strerror or str(err))]) from None
-    except (yaml.YAMLError, UnicodeDecodeError) as err:
-        raise ConfigError([Problem(name, "(yaml)", f"invalid YAML: {err}".replace("\n", " "))]) from None
-    return parse_domain(data, name)
+    except UnicodeDecodeError as err:
+        raise ConfigError([Problem(name, "(yaml)", f"invalid YAML: {err}")]) from None
+    return parse_domain_text(text, name)
+
+
+def parse_domain_text(text: str, source: str) -> Domain:
+    """One domain from YAML text in the file format; `source` names it in problems (a file, or a domain)."""
+    try:
+        data = yaml.load(text, Loader=_Yaml12Loader)  # nosec B506
+    except yaml.YAMLError as err:
+        raise ConfigError([Problem(source, "(yaml)", f"invalid YAML: {err}".replace("\n", " "))]) from None
+    return parse_domain(data, source)
 
 
 def parse_domain(data: Any, file: str) -> Domain:

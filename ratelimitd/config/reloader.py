@@ -36,7 +36,7 @@ class ConfigReloader:
             for problem in err.problems:
                 log.error("config rejected (%s), previous config stays in force: %s", reason, problem)
             return False
-        self.holder.current = config
+        self.holder.set_files(config)
         self.counted(True)
         log.info("config reloaded (%s): %s", reason, "; ".join(config.summary()) or "no domains")
         return True

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 
 from ratelimitd.config.rules import Rule
 from ratelimitd.engine.decision import Code, Status
@@ -77,3 +78,13 @@ def describe_rule(r: Rule) -> str:
     flags = "".join([", shadow_mode" if r.shadow_mode else "", ", quota_mode" if r.quota_mode else ""])
     name = f" (name: {r.name})" if r.name else ""
     return f"{r.domain}.{r.stats_key}: {limit}{flags}{name}"
+
+
+def rule_changes(old: Iterable[Rule], new: Iterable[Rule]) -> list[str]:
+    """What changed between two sets of rules, a line each: `- removed`, `+ added`, `~ before -> after`."""
+    a = {f"{r.domain}.{r.stats_key}": describe_rule(r) for r in old}
+    b = {f"{r.domain}.{r.stats_key}": describe_rule(r) for r in new}
+    lines = [f"- {a[k]}" for k in sorted(a.keys() - b.keys())]
+    lines += [f"+ {b[k]}" for k in sorted(b.keys() - a.keys())]
+    lines += [f"~ {a[k]} -> {b[k]}" for k in sorted(a.keys() & b.keys()) if a[k] != b[k]]
+    return lines

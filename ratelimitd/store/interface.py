@@ -6,7 +6,8 @@ Kept apart from `redis_store.py` so that the layers above depend on this contrac
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import NamedTuple, Protocol
+from dataclasses import dataclass
+from typing import Any, NamedTuple, Protocol
 
 from ratelimitd.store.checks import Check, CheckBatch
 
@@ -63,3 +64,54 @@ class Store(Protocol):
     async def ping(self) -> bool: ...
 
     async def close(self) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class StoredDomain:
+    """One version of one domain as the store keeps it (the current one, or a history entry)."""
+
+    domain: str
+    version: int
+    time_ms: int
+    who: str
+    summary: str
+    yaml: str
+    action: str
+
+    def as_json(self, with_yaml: bool = False) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "version": self.version,
+            "time_ms": self.time_ms,
+            "who": self.who,
+            "summary": self.summary,
+            "action": self.action,
+        }
+        if with_yaml:
+            out["yaml"] = self.yaml
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class WriteResult:
+    """`ok`: written as `version`; `exists`: a create found the domain; `stale`: the version did not match."""
+
+    outcome: str
+    version: int
+
+
+class LimitsBackend(Protocol):
+    """Limits kept in the store (store/limits_store.py)."""
+
+    async def generation(self) -> int | None: ...
+
+    async def read_all(self) -> tuple[int | None, dict[str, StoredDomain]]: ...
+
+    async def get(self, domain: str) -> StoredDomain | None: ...
+
+    async def history(self, domain: str) -> list[StoredDomain]: ...
+
+    async def write(
+        self, domain: str, precondition: str, yaml_text: str | None, who: str, summary: str, action: str
+    ) -> WriteResult: ...
+
+    async def raise_generation(self, floor: int) -> int: ...

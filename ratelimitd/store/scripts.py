@@ -14,14 +14,14 @@ ALGORITHM_PARTS = (
 )
 
 
-def _read(name: str) -> str:
+def read_lua(name: str) -> str:
     """Lua sources are package data (`ratelimitd/lua`, a link to the checkout's `lua/`), so an installed
     wheel finds them wherever it lives."""
     return files("ratelimitd").joinpath("lua", name).read_text(encoding="utf-8")
 
 
 def _assemble(entry: str) -> str:
-    return "\n".join(_read(name) for name in (*ALGORITHM_PARTS, entry))
+    return "\n".join(read_lua(name) for name in (*ALGORITHM_PARTS, entry))
 
 
 def batch_script() -> str:

@@ -25,15 +25,15 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1eratelimitd/v1/ratelimitd.proto\x12\rratelimitd.v1\x1a\x1egoogle/protobuf/duration.proto\"#\n\x05\x45ntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t\"O\n\nDescriptor\x12%\n\x07\x65ntries\x18\x01 \x03(\x0b\x32\x14.ratelimitd.v1.Entry\x12\x11\n\x04\x63ost\x18\x02 \x01(\x04H\x00\x88\x01\x01\x42\x07\n\x05_cost\"m\n\x0c\x43heckRequest\x12\x0e\n\x06\x64omain\x18\x01 \x01(\t\x12.\n\x0b\x64\x65scriptors\x18\x02 \x03(\x0b\x32\x19.ratelimitd.v1.Descriptor\x12\x0c\n\x04\x63ost\x18\x03 \x01(\x04\x12\x0f\n\x07\x64ry_run\x18\x04 \x01(\x08\"\x87\x02\n\x12\x44\x65scriptorDecision\x12!\n\x04\x63ode\x18\x01 \x01(\x0e\x32\x13.ratelimitd.v1.Code\x12\x0f\n\x07limited\x18\x02 \x01(\x08\x12\x11\n\trule_name\x18\x03 \x01(\t\x12\x11\n\talgorithm\x18\x04 \x01(\t\x12\r\n\x05limit\x18\x05 \x01(\x04\x12\x11\n\tremaining\x18\x06 \x01(\x04\x12.\n\x0breset_after\x18\x07 \x01(\x0b\x32\x19.google.protobuf.Duration\x12.\n\x0bretry_after\x18\x08 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x15\n\rshadow_denied\x18\t \x01(\x08\"\xb6\x01\n\rCheckResponse\x12)\n\x0coverall_code\x18\x01 \x01(\x0e\x32\x13.ratelimitd.v1.Code\x12\x34\n\tdecisions\x18\x02 \x03(\x0b\x32!.ratelimitd.v1.DescriptorDecision\x12.\n\x0bretry_after\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x14\n\x0c\x66\x61ilure_mode\x18\x04 \x01(\x08\"M\n\x0cUsageRequest\x12\x0e\n\x06\x64omain\x18\x01 \x01(\t\x12-\n\ndescriptor\x18\x02 \x01(\x0b\x32\x19.ratelimitd.v1.Descriptor\"T\n\rUsageResponse\x12\x30\n\x05state\x18\x01 \x01(\x0b\x32!.ratelimitd.v1.DescriptorDecision\x12\x11\n\tredis_key\x18\x02 \x01(\t\"M\n\x0cResetRequest\x12\x0e\n\x06\x64omain\x18\x01 \x01(\t\x12-\n\ndescriptor\x18\x02 \x01(\x0b\x32\x19.ratelimitd.v1.Descriptor\" \n\rResetResponse\x12\x0f\n\x07\x65xisted\x18\x01 \x01(\x08\"b\n\x12\x41\x64justQuotaRequest\x12\x0e\n\x06\x64omain\x18\x01 \x01(\t\x12-\n\ndescriptor\x18\x02 \x01(\x0b\x32\x19.ratelimitd.v1.Descriptor\x12\r\n\x05\x64\x65lta\x18\x03 \x01(\x03\"G\n\x13\x41\x64justQuotaResponse\x12\x30\n\x05state\x18\x01 \x01(\x0b\x32!.ratelimitd.v1.DescriptorDecision\"\x13\n\x11ListConfigRequest\"#\n\x12ListConfigResponse\x12\r\n\x05rules\x18\x01 \x03(\t*4\n\x04\x43ode\x12\x14\n\x10\x43ODE_UNSPECIFIED\x10\x00\x12\x06\n\x02OK\x10\x01\x12\x0e\n\nOVER_LIMIT\x10\x02\x32Q\n\x0bRateLimiter\x12\x42\n\x05\x43heck\x12\x1b.ratelimitd.v1.CheckRequest\x1a\x1c.ratelimitd.v1.CheckResponse2\xbb\x02\n\x05\x41\x64min\x12\x45\n\x08GetUsage\x12\x1b.ratelimitd.v1.UsageRequest\x1a\x1c.ratelimitd.v1.UsageResponse\x12\x42\n\x05Reset\x12\x1b.ratelimitd.v1.ResetRequest\x1a\x1c.ratelimitd.v1.ResetResponse\x12T\n\x0b\x41\x64justQuota\x12!.ratelimitd.v1.AdjustQuotaRequest\x1a\".ratelimitd.v1.AdjustQuotaResponse\x12Q\n\nListConfig\x12 .ratelimitd.v1.ListConfigRequest\x1a!.ratelimitd.v1.ListConfigResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1eratelimitd/v1/ratelimitd.proto\x12\rratelimitd.v1\x1a\x1egoogle/protobuf/duration.proto\"#\n\x05\x45ntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t\"O\n\nDescriptor\x12%\n\x07\x65ntries\x18\x01 \x03(\x0b\x32\x14.ratelimitd.v1.Entry\x12\x11\n\x04\x63ost\x18\x02 \x01(\x04H\x00\x88\x01\x01\x42\x07\n\x05_cost\"m\n\x0c\x43heckRequest\x12\x0e\n\x06\x64omain\x18\x01 \x01(\t\x12.\n\x0b\x64\x65scriptors\x18\x02 \x03(\x0b\x32\x19.ratelimitd.v1.Descriptor\x12\x0c\n\x04\x63ost\x18\x03 \x01(\x04\x12\x0f\n\x07\x64ry_run\x18\x04 \x01(\x08\"\x87\x02\n\x12\x44\x65scriptorDecision\x12!\n\x04\x63ode\x18\x01 \x01(\x0e\x32\x13.ratelimitd.v1.Code\x12\x0f\n\x07limited\x18\x02 \x01(\x08\x12\x11\n\trule_name\x18\x03 \x01(\t\x12\x11\n\talgorithm\x18\x04 \x01(\t\x12\r\n\x05limit\x18\x05 \x01(\x04\x12\x11\n\tremaining\x18\x06 \x01(\x04\x12.\n\x0breset_after\x18\x07 \x01(\x0b\x32\x19.google.protobuf.Duration\x12.\n\x0bretry_after\x18\x08 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x15\n\rshadow_denied\x18\t \x01(\x08\"\xb6\x01\n\rCheckResponse\x12)\n\x0coverall_code\x18\x01 \x01(\x0e\x32\x13.ratelimitd.v1.Code\x12\x34\n\tdecisions\x18\x02 \x03(\x0b\x32!.ratelimitd.v1.DescriptorDecision\x12.\n\x0bretry_after\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x14\n\x0c\x66\x61ilure_mode\x18\x04 \x01(\x08\"M\n\x0cUsageRequest\x12\x0e\n\x06\x64omain\x18\x01 \x01(\t\x12-\n\ndescriptor\x18\x02 \x01(\x0b\x32\x19.ratelimitd.v1.Descriptor\"T\n\rUsageResponse\x12\x30\n\x05state\x18\x01 \x01(\x0b\x32!.ratelimitd.v1.DescriptorDecision\x12\x11\n\tredis_key\x18\x02 \x01(\t\"M\n\x0cResetRequest\x12\x0e\n\x06\x64omain\x18\x01 \x01(\t\x12-\n\ndescriptor\x18\x02 \x01(\x0b\x32\x19.ratelimitd.v1.Descriptor\" \n\rResetResponse\x12\x0f\n\x07\x65xisted\x18\x01 \x01(\x08\"b\n\x12\x41\x64justQuotaRequest\x12\x0e\n\x06\x64omain\x18\x01 \x01(\t\x12-\n\ndescriptor\x18\x02 \x01(\x0b\x32\x19.ratelimitd.v1.Descriptor\x12\r\n\x05\x64\x65lta\x18\x03 \x01(\x03\"G\n\x13\x41\x64justQuotaResponse\x12\x30\n\x05state\x18\x01 \x01(\x0b\x32!.ratelimitd.v1.DescriptorDecision\"\x13\n\x11ListConfigRequest\"#\n\x12ListConfigResponse\x12\r\n\x05rules\x18\x01 \x03(\t\"L\n\nDomainInfo\x12\x0e\n\x06\x64omain\x18\x01 \x01(\t\x12\x0e\n\x06source\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\x03\x12\r\n\x05rules\x18\x04 \x01(\x05\"\x14\n\x12ListDomainsRequest\"c\n\x13ListDomainsResponse\x12*\n\x07\x64omains\x18\x01 \x03(\x0b\x32\x19.ratelimitd.v1.DomainInfo\x12\x12\n\ngeneration\x18\x02 \x01(\x03\x12\x0c\n\x04lost\x18\x03 \x01(\x08\"\"\n\x10GetDomainRequest\x12\x0e\n\x06\x64omain\x18\x01 \x01(\t\"?\n\x11GetDomainResponse\x12\x0c\n\x04yaml\x18\x01 \x01(\t\x12\x0c\n\x04\x65tag\x18\x02 \x01(\t\x12\x0e\n\x06source\x18\x03 \x01(\t\"R\n\x10PutDomainRequest\x12\x0e\n\x06\x64omain\x18\x01 \x01(\t\x12\x0c\n\x04yaml\x18\x02 \x01(\t\x12\x10\n\x08if_match\x18\x03 \x01(\t\x12\x0e\n\x06\x63reate\x18\x04 \x01(\x08\"$\n\x11PutDomainResponse\x12\x0f\n\x07version\x18\x01 \x01(\x03\"l\n\x0cHistoryEntry\x12\x0f\n\x07version\x18\x01 \x01(\x03\x12\x0f\n\x07time_ms\x18\x02 \x01(\x03\x12\x0b\n\x03who\x18\x03 \x01(\t\x12\x0f\n\x07summary\x18\x04 \x01(\t\x12\x0e\n\x06\x61\x63tion\x18\x05 \x01(\t\x12\x0c\n\x04yaml\x18\x06 \x01(\t\"E\n\x15\x44omainHistoryResponse\x12,\n\x07\x65ntries\x18\x01 \x03(\x0b\x32\x1b.ratelimitd.v1.HistoryEntry\"J\n\x15RollbackDomainRequest\x12\x0e\n\x06\x64omain\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\x12\x10\n\x08if_match\x18\x03 \x01(\t*4\n\x04\x43ode\x12\x14\n\x10\x43ODE_UNSPECIFIED\x10\x00\x12\x06\n\x02OK\x10\x01\x12\x0e\n\nOVER_LIMIT\x10\x02\x32Q\n\x0bRateLimiter\x12\x42\n\x05\x43heck\x12\x1b.ratelimitd.v1.CheckRequest\x1a\x1c.ratelimitd.v1.CheckResponse2\xb6\x06\n\x05\x41\x64min\x12\x45\n\x08GetUsage\x12\x1b.ratelimitd.v1.UsageRequest\x1a\x1c.ratelimitd.v1.UsageResponse\x12\x42\n\x05Reset\x12\x1b.ratelimitd.v1.ResetRequest\x1a\x1c.ratelimitd.v1.ResetResponse\x12T\n\x0b\x41\x64justQuota\x12!.ratelimitd.v1.AdjustQuotaRequest\x1a\".ratelimitd.v1.AdjustQuotaResponse\x12Q\n\nListConfig\x12 .ratelimitd.v1.ListConfigRequest\x1a!.ratelimitd.v1.ListConfigResponse\x12T\n\x0bListDomains\x12!.ratelimitd.v1.ListDomainsRequest\x1a\".ratelimitd.v1.ListDomainsResponse\x12N\n\tGetDomain\x12\x1f.ratelimitd.v1.GetDomainRequest\x1a .ratelimitd.v1.GetDomainResponse\x12N\n\tPutDomain\x12\x1f.ratelimitd.v1.PutDomainRequest\x1a .ratelimitd.v1.PutDomainResponse\x12Q\n\x0c\x44\x65leteDomain\x12\x1f.ratelimitd.v1.PutDomainRequest\x1a .ratelimitd.v1.PutDomainResponse\x12V\n\rDomainHistory\x12\x1f.ratelimitd.v1.GetDomainRequest\x1a$.ratelimitd.v1.DomainHistoryResponse\x12X\n\x0eRollbackDomain\x12$.ratelimitd.v1.RollbackDomainRequest\x1a .ratelimitd.v1.PutDomainResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'ratelimitd.v1.ratelimitd_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_CODE']._serialized_start=1270
-  _globals['_CODE']._serialized_end=1322
+  _globals['_CODE']._serialized_start=1951
+  _globals['_CODE']._serialized_end=2003
   _globals['_ENTRY']._serialized_start=81
   _globals['_ENTRY']._serialized_end=116
   _globals['_DESCRIPTOR']._serialized_start=118
@@ -60,8 +60,28 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_LISTCONFIGREQUEST']._serialized_end=1231
   _globals['_LISTCONFIGRESPONSE']._serialized_start=1233
   _globals['_LISTCONFIGRESPONSE']._serialized_end=1268
-  _globals['_RATELIMITER']._serialized_start=1324
-  _globals['_RATELIMITER']._serialized_end=1405
-  _globals['_ADMIN']._serialized_start=1408
-  _globals['_ADMIN']._serialized_end=1723
+  _globals['_DOMAININFO']._serialized_start=1270
+  _globals['_DOMAININFO']._serialized_end=1346
+  _globals['_LISTDOMAINSREQUEST']._serialized_start=1348
+  _globals['_LISTDOMAINSREQUEST']._serialized_end=1368
+  _globals['_LISTDOMAINSRESPONSE']._serialized_start=1370
+  _globals['_LISTDOMAINSRESPONSE']._serialized_end=1469
+  _globals['_GETDOMAINREQUEST']._serialized_start=1471
+  _globals['_GETDOMAINREQUEST']._serialized_end=1505
+  _globals['_GETDOMAINRESPONSE']._serialized_start=1507
+  _globals['_GETDOMAINRESPONSE']._serialized_end=1570
+  _globals['_PUTDOMAINREQUEST']._serialized_start=1572
+  _globals['_PUTDOMAINREQUEST']._serialized_end=1654
+  _globals['_PUTDOMAINRESPONSE']._serialized_start=1656
+  _globals['_PUTDOMAINRESPONSE']._serialized_end=1692
+  _globals['_HISTORYENTRY']._serialized_start=1694
+  _globals['_HISTORYENTRY']._serialized_end=1802
+  _globals['_DOMAINHISTORYRESPONSE']._serialized_start=1804
+  _globals['_DOMAINHISTORYRESPONSE']._serialized_end=1873
+  _globals['_ROLLBACKDOMAINREQUEST']._serialized_start=1875
+  _globals['_ROLLBACKDOMAINREQUEST']._serialized_end=1949
+  _globals['_RATELIMITER']._serialized_start=2005
+  _globals['_RATELIMITER']._serialized_end=2086
+  _globals['_ADMIN']._serialized_start=2089
+  _globals['_ADMIN']._serialized_end=2911
 # @@protoc_insertion_point(module_scope)

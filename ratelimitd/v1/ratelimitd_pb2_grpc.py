@@ -128,6 +128,36 @@ class AdminStub:
                 request_serializer=ratelimitd_dot_v1_dot_ratelimitd__pb2.ListConfigRequest.SerializeToString,
                 response_deserializer=ratelimitd_dot_v1_dot_ratelimitd__pb2.ListConfigResponse.FromString,
                 _registered_method=True)
+        self.ListDomains = channel.unary_unary(
+                '/ratelimitd.v1.Admin/ListDomains',
+                request_serializer=ratelimitd_dot_v1_dot_ratelimitd__pb2.ListDomainsRequest.SerializeToString,
+                response_deserializer=ratelimitd_dot_v1_dot_ratelimitd__pb2.ListDomainsResponse.FromString,
+                _registered_method=True)
+        self.GetDomain = channel.unary_unary(
+                '/ratelimitd.v1.Admin/GetDomain',
+                request_serializer=ratelimitd_dot_v1_dot_ratelimitd__pb2.GetDomainRequest.SerializeToString,
+                response_deserializer=ratelimitd_dot_v1_dot_ratelimitd__pb2.GetDomainResponse.FromString,
+                _registered_method=True)
+        self.PutDomain = channel.unary_unary(
+                '/ratelimitd.v1.Admin/PutDomain',
+                request_serializer=ratelimitd_dot_v1_dot_ratelimitd__pb2.PutDomainRequest.SerializeToString,
+                response_deserializer=ratelimitd_dot_v1_dot_ratelimitd__pb2.PutDomainResponse.FromString,
+                _registered_method=True)
+        self.DeleteDomain = channel.unary_unary(
+                '/ratelimitd.v1.Admin/DeleteDomain',
+                request_serializer=ratelimitd_dot_v1_dot_ratelimitd__pb2.PutDomainRequest.SerializeToString,
+                response_deserializer=ratelimitd_dot_v1_dot_ratelimitd__pb2.PutDomainResponse.FromString,
+                _registered_method=True)
+        self.DomainHistory = channel.unary_unary(
+                '/ratelimitd.v1.Admin/DomainHistory',
+                request_serializer=ratelimitd_dot_v1_dot_ratelimitd__pb2.GetDomainRequest.SerializeToString,
+                response_deserializer=ratelimitd_dot_v1_dot_ratelimitd__pb2.DomainHistoryResponse.FromString,
+                _registered_method=True)
+        self.RollbackDomain = channel.unary_unary(
+                '/ratelimitd.v1.Admin/RollbackDomain',
+                request_serializer=ratelimitd_dot_v1_dot_ratelimitd__pb2.RollbackDomainRequest.SerializeToString,
+                response_deserializer=ratelimitd_dot_v1_dot_ratelimitd__pb2.PutDomainResponse.FromString,
+                _registered_method=True)
 
 
 class AdminServicer:
@@ -162,6 +192,46 @@ class AdminServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListDomains(self, request, context):
+        """Limits kept in the store, edited live (the same operations as /v1/admin/domains over HTTP).
+        Errors: INVALID_ARGUMENT (invalid limits, every problem in the message; a missing precondition),
+        ABORTED (the version given is stale, or a create found the domain), FAILED_PRECONDITION (a domain
+        from the config files: read-only here), NOT_FOUND, UNAVAILABLE (the store).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetDomain(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PutDomain(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteDomain(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DomainHistory(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RollbackDomain(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -184,6 +254,36 @@ def add_AdminServicer_to_server(servicer, server):
                     servicer.ListConfig,
                     request_deserializer=ratelimitd_dot_v1_dot_ratelimitd__pb2.ListConfigRequest.FromString,
                     response_serializer=ratelimitd_dot_v1_dot_ratelimitd__pb2.ListConfigResponse.SerializeToString,
+            ),
+            'ListDomains': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListDomains,
+                    request_deserializer=ratelimitd_dot_v1_dot_ratelimitd__pb2.ListDomainsRequest.FromString,
+                    response_serializer=ratelimitd_dot_v1_dot_ratelimitd__pb2.ListDomainsResponse.SerializeToString,
+            ),
+            'GetDomain': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetDomain,
+                    request_deserializer=ratelimitd_dot_v1_dot_ratelimitd__pb2.GetDomainRequest.FromString,
+                    response_serializer=ratelimitd_dot_v1_dot_ratelimitd__pb2.GetDomainResponse.SerializeToString,
+            ),
+            'PutDomain': grpc.unary_unary_rpc_method_handler(
+                    servicer.PutDomain,
+                    request_deserializer=ratelimitd_dot_v1_dot_ratelimitd__pb2.PutDomainRequest.FromString,
+                    response_serializer=ratelimitd_dot_v1_dot_ratelimitd__pb2.PutDomainResponse.SerializeToString,
+            ),
+            'DeleteDomain': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteDomain,
+                    request_deserializer=ratelimitd_dot_v1_dot_ratelimitd__pb2.PutDomainRequest.FromString,
+                    response_serializer=ratelimitd_dot_v1_dot_ratelimitd__pb2.PutDomainResponse.SerializeToString,
+            ),
+            'DomainHistory': grpc.unary_unary_rpc_method_handler(
+                    servicer.DomainHistory,
+                    request_deserializer=ratelimitd_dot_v1_dot_ratelimitd__pb2.GetDomainRequest.FromString,
+                    response_serializer=ratelimitd_dot_v1_dot_ratelimitd__pb2.DomainHistoryResponse.SerializeToString,
+            ),
+            'RollbackDomain': grpc.unary_unary_rpc_method_handler(
+                    servicer.RollbackDomain,
+                    request_deserializer=ratelimitd_dot_v1_dot_ratelimitd__pb2.RollbackDomainRequest.FromString,
+                    response_serializer=ratelimitd_dot_v1_dot_ratelimitd__pb2.PutDomainResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -295,6 +395,168 @@ class Admin:
             '/ratelimitd.v1.Admin/ListConfig',
             ratelimitd_dot_v1_dot_ratelimitd__pb2.ListConfigRequest.SerializeToString,
             ratelimitd_dot_v1_dot_ratelimitd__pb2.ListConfigResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListDomains(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ratelimitd.v1.Admin/ListDomains',
+            ratelimitd_dot_v1_dot_ratelimitd__pb2.ListDomainsRequest.SerializeToString,
+            ratelimitd_dot_v1_dot_ratelimitd__pb2.ListDomainsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetDomain(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ratelimitd.v1.Admin/GetDomain',
+            ratelimitd_dot_v1_dot_ratelimitd__pb2.GetDomainRequest.SerializeToString,
+            ratelimitd_dot_v1_dot_ratelimitd__pb2.GetDomainResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PutDomain(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ratelimitd.v1.Admin/PutDomain',
+            ratelimitd_dot_v1_dot_ratelimitd__pb2.PutDomainRequest.SerializeToString,
+            ratelimitd_dot_v1_dot_ratelimitd__pb2.PutDomainResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteDomain(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ratelimitd.v1.Admin/DeleteDomain',
+            ratelimitd_dot_v1_dot_ratelimitd__pb2.PutDomainRequest.SerializeToString,
+            ratelimitd_dot_v1_dot_ratelimitd__pb2.PutDomainResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DomainHistory(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ratelimitd.v1.Admin/DomainHistory',
+            ratelimitd_dot_v1_dot_ratelimitd__pb2.GetDomainRequest.SerializeToString,
+            ratelimitd_dot_v1_dot_ratelimitd__pb2.DomainHistoryResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RollbackDomain(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ratelimitd.v1.Admin/RollbackDomain',
+            ratelimitd_dot_v1_dot_ratelimitd__pb2.RollbackDomainRequest.SerializeToString,
+            ratelimitd_dot_v1_dot_ratelimitd__pb2.PutDomainResponse.FromString,
             options,
             channel_credentials,
             insecure,
