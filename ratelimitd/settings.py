@@ -114,7 +114,7 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
     _flag(p, "tls-key", "PEM private key for --tls-cert")
     _flag(p, "tls-client-ca", "PEM CA bundle: require client certificates signed by it (mutual TLS)")
     _flag(p, "admin-token", "enable the admin API; callers send 'authorization: Bearer <token>'")
-    _flag(p, "admin-token-file", "read the admin token from this file (preferred over --admin-token)")
+    _flag(p, "admin-token-file", "admin token from this file (preferred), or named tokens as name:token lines")
     _flag(p, "admin-listen", "serve the admin API (gRPC) on this separate listener instead of the main one")
     p.add_argument(
         "--no-watch-config",
