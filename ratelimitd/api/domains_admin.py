@@ -98,6 +98,10 @@ def add_domain_routes(app: web.Application, editor: LimitsEditor, authorize: Aut
         version = await editor.rollback(domain, target, pre, who)
         return web.json_response({"domain": domain, "version": version}, headers={"ETag": f'"{version}"'})
 
+    async def validate(request: web.Request, who: str) -> web.StreamResponse:
+        found = editor.problems(request.match_info["domain"], await body_text(request))
+        return web.json_response({"problems": [{"line": line, "message": message} for line, message in found]})
+
     async def restore(request: web.Request, who: str) -> web.StreamResponse:
         return web.json_response(await editor.restore(who))
 
@@ -108,6 +112,7 @@ def add_domain_routes(app: web.Application, editor: LimitsEditor, authorize: Aut
     app.router.add_delete("/v1/admin/domains/{domain}", guarded(delete))
     app.router.add_get("/v1/admin/domains/{domain}/history", guarded(history))
     app.router.add_post("/v1/admin/domains/{domain}/rollback", guarded(rollback))
+    app.router.add_post("/v1/admin/domains/{domain}/validate", guarded(validate))
 
 
 class DomainRpcs:

@@ -64,17 +64,22 @@ class AdminOps:
         return [describe_rule(r) for d in self.engine.config.current.domains.values() for r in d.rules]
 
 
+def describe_limit(r: Rule) -> str:
+    """`10 per minute, fixed_window` (and the burst or time zone where the algorithm has one)."""
+    if r.unlimited:
+        return "unlimited"
+    window = f"{r.unit_multiplier} {r.unit.name.lower()}s" if r.unit_multiplier > 1 else r.unit.name.lower()
+    limit = f"{r.requests_per_unit} per {window}, {r.algorithm}"
+    if r.algorithm == "token_bucket":
+        limit += f", burst {r.burst}"
+    if r.algorithm == "quota":
+        limit += f", {r.timezone}"
+    return limit
+
+
 def describe_rule(r: Rule) -> str:
     """One line per rule, like envoyproxy/ratelimit's /rlconfig."""
-    if r.unlimited:
-        limit = "unlimited"
-    else:
-        window = f"{r.unit_multiplier} {r.unit.name.lower()}s" if r.unit_multiplier > 1 else r.unit.name.lower()
-        limit = f"{r.requests_per_unit} per {window}, {r.algorithm}"
-        if r.algorithm == "token_bucket":
-            limit += f", burst {r.burst}"
-        if r.algorithm == "quota":
-            limit += f", {r.timezone}"
+    limit = describe_limit(r)
     flags = "".join([", shadow_mode" if r.shadow_mode else "", ", quota_mode" if r.quota_mode else ""])
     name = f" (name: {r.name})" if r.name else ""
     return f"{r.domain}.{r.stats_key}: {limit}{flags}{name}"

@@ -29,6 +29,7 @@ from typing import Any
 
 from ratelimitd.config.holder import ConfigHolder
 from ratelimitd.config.loader import ConfigError, Domain, parse_domain_text
+from ratelimitd.config.locate import line_of
 from ratelimitd.engine.admin import rule_changes
 from ratelimitd.metrics import Metrics
 from ratelimitd.store.interface import LimitsBackend, StoredDomain, StoreUnavailable
@@ -48,6 +49,7 @@ class LimitsError(Exception):
         super().__init__(message)
         self.kind = kind  # invalid, precondition_required, stale, exists, file_domain, not_found
         self.problems = problems or [message]
+        self.located: list[tuple[str, str]] = []  # (config path, problem) where the problem has a path
 
 
 @dataclass(frozen=True, slots=True)
@@ -226,17 +228,31 @@ class LimitsEditor:
         await self.sync.refresh()
         return {"restored": restored, "already_in_store": kept, "generation": generation}
 
+    def problems(self, domain: str, text: str) -> list[tuple[int | None, str]]:
+        """Every problem of `text` as the domain's limits, each with its line (the editor's validation)."""
+        try:
+            self.validate(domain, text)
+        except LimitsError as err:
+            if err.located:
+                return [(line_of(text, path), message) for path, message in err.located]
+            return [(None, p) for p in err.problems]
+        return []
+
     def validate(self, domain: str, text: str) -> Domain:
         if len(text.encode()) > MAX_YAML_BYTES:
             raise LimitsError("invalid", f"{domain}: (root): larger than {MAX_YAML_BYTES} bytes")
         try:
             parsed = parse_domain_text(text, domain)
         except ConfigError as err:
-            raise LimitsError("invalid", str(err), [str(p) for p in err.problems]) from None
+            error = LimitsError("invalid", str(err), [str(p) for p in err.problems])
+            error.located = [(p.path, str(p)) for p in err.problems]
+            raise error from None
         if parsed.name != domain:
-            raise LimitsError(
+            error = LimitsError(
                 "invalid", f"{domain}: domain: must be '{domain}' (the domain in the path), not '{parsed.name}'"
             )
+            error.located = [("domain", str(error))]
+            raise error
         return parsed
 
     async def _write(

@@ -5,7 +5,7 @@ Kept apart from `redis_store.py` so that the layers above depend on this contrac
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol
 
@@ -115,3 +115,18 @@ class LimitsBackend(Protocol):
     ) -> WriteResult: ...
 
     async def raise_generation(self, floor: int) -> int: ...
+
+
+class StatsBackend(Protocol):
+    """Fleet-wide traffic statistics (store/fleet_stats.py); a rule is (domain, stats key)."""
+
+    async def add(
+        self,
+        now: float,
+        counts: Mapping[tuple[str, str], list[int]],
+        denied: Mapping[tuple[str, str], Mapping[str, int]],
+    ) -> None: ...
+
+    async def series(self, now: float) -> dict[tuple[str, str], list[list[int]]]: ...
+
+    async def top(self, now: float, n: int = 20) -> dict[tuple[str, str], list[tuple[str, int]]]: ...

@@ -7,7 +7,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from ratelimitd.config.rules import Rule
 from ratelimitd.config.units import Unit
-from ratelimitd.metrics import Metrics
+from ratelimitd.metrics import MAX_DENIED_VALUES, Metrics
 
 
 def sample(registry: CollectorRegistry, name: str, **labels: str) -> float | None:
@@ -110,3 +110,22 @@ def test_every_metric_envoyproxy_ratelimit_exports_has_its_name_and_labels() -> 
     assert names.isdisjoint(f"{n}_total" for n, _ in ENVOY_RATELIMIT_OUTPUT)  # no second, suffixed copy
     two = [s for f in families for s in f.samples if s.labels.get("key") == "k1_v1.k2"]
     assert two and all((s.labels["key1"], s.labels["key2"]) == ("k1_v1", "k2") for s in two)
+
+
+def test_the_fleet_view_counts_per_rule_and_denied_values_bounded() -> None:
+    m = Metrics(near_limit_ratio=0.8)
+    rule = Rule("d", "user", "id", 10, Unit.MINUTE, path=(("user", ""),))
+    m.record(rule, ("alice",), 1, True, 9)
+    m.record(rule, ("alice",), 1, True, 1)  # near the limit: allowed and near
+    m.record(rule, ("mallory",), 2, False, 0)
+    for i in range(MAX_DENIED_VALUES + 5):
+        m.record(rule, (f"v{i}",), 1, False, 0)
+    counts, denied = m.take_fleet()
+    assert counts == {("d", "user"): [2, 2 + MAX_DENIED_VALUES + 5, 1, 0]}
+    assert denied[("d", "user")]["mallory"] == 2
+    assert len(denied[("d", "user")]) == MAX_DENIED_VALUES + 1 and denied[("d", "user")]["(other values)"] == 6
+    assert m.take_fleet() == ({}, {})
+    hashed = Metrics(hash_values=True)
+    hashed.record(rule, ("secret-key",), 1, False, 0)
+    (value,) = hashed.take_fleet()[1][("d", "user")]
+    assert value.startswith("sha256:") and "secret" not in value
