@@ -17,6 +17,7 @@ import os
 from bisect import bisect_left
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Metric, multiprocess
 from prometheus_client.registry import Collector
@@ -109,7 +110,7 @@ class Metrics:
         self.hash_values = hash_values
         # For the console's fleet view (engine/fleet_stats.py), taken once a second: per rule (domain, stats key)
         # [allowed, over limit, near limit, shadow-denied] hits, and the values denied (bounded per rule).
-        self._fleet: dict[tuple[str, str], list[int]] = {}
+        self._fleet: dict[int, list[Any]] = {}  # by id(rule): [rule, allowed, over, near, shadow] (rule kept alive)
         self._denied: dict[tuple[str, str], dict[str, int]] = {}
         r = self.registry
         # key1 and key2 as envoyproxy/ratelimit's mapping fills them (the first two levels of the stats key; empty
@@ -242,26 +243,25 @@ class Metrics:
     ) -> None:
         c = self.rule(rule, values)
         c.total_hits += cost
-        rid = (rule.domain, rule.stats_key)
-        fleet = self._fleet.get(rid)
+        fleet = self._fleet.get(id(rule))
         if fleet is None:
-            fleet = self._fleet[rid] = [0, 0, 0, 0]
+            fleet = self._fleet[id(rule)] = [rule, 0, 0, 0, 0]
         if rule.shadow_mode and not admitted:
             c.shadow_mode += cost
-            fleet[3] += cost
+            fleet[4] += cost
         elif not admitted:
             c.over_limit += cost
-            fleet[1] += cost
-            self._count_denied(rid, values, cost)
+            fleet[2] += cost
+            self._count_denied((rule.domain, rule.stats_key), values, cost)
             if from_cache:
                 c.over_limit_with_local_cache += cost
         elif remaining < rule.requests_per_unit * (1 - self.near_limit_ratio):
             c.near_limit += cost
-            fleet[0] += cost
-            fleet[2] += cost
+            fleet[1] += cost
+            fleet[3] += cost
         else:
             c.within_limit += cost
-            fleet[0] += cost
+            fleet[1] += cost
 
     def _count_denied(self, rid: tuple[str, str], values: tuple[str, ...], cost: int) -> None:
         """Denied hits by descriptor values (a digest of them with --hash-values), at most MAX_DENIED_VALUES
@@ -278,7 +278,12 @@ class Metrics:
 
     def take_fleet(self) -> tuple[dict[tuple[str, str], list[int]], dict[tuple[str, str], dict[str, int]]]:
         """What was counted for the fleet view since the last call; starts again from zero."""
-        counts, denied = self._fleet, self._denied
+        counts: dict[tuple[str, str], list[int]] = {}
+        for rule, *numbers in self._fleet.values():
+            total = counts.setdefault((rule.domain, rule.stats_key), [0, 0, 0, 0])
+            for i, n in enumerate(numbers):
+                total[i] += n
+        denied = self._denied
         self._fleet, self._denied = {}, {}
         return counts, denied
 
