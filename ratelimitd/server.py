@@ -118,6 +118,9 @@ class Service:
         self._grpc: grpc.aio.Server | None = None
         self._admin_grpc: grpc.aio.Server | None = None
         self._http: web.AppRunner | None = None
+        self._admin_http: web.AppRunner | None = None
+        self._admin_app: web.Application | None = None
+        self.admin_http_port = 0
         self._health = health.aio.HealthServicer()
 
     def reload(self, reason: str) -> bool:
@@ -153,6 +156,15 @@ class Service:
         site = web.TCPSite(self._http, host, port, ssl_context=http_ssl_context(s), reuse_port=s.workers > 1)
         await site.start()
         self.http_port = int(self._http.addresses[0][1])
+        if self._admin_app is not None and s.admin_http_listen:
+            self._admin_http = web.AppRunner(self._admin_app, access_log=None)
+            await self._admin_http.setup()
+            admin_host, admin_port = split_hostport(s.admin_http_listen)
+            admin_site = web.TCPSite(
+                self._admin_http, admin_host, admin_port, ssl_context=http_ssl_context(s), reuse_port=s.workers > 1
+            )
+            await admin_site.start()
+            self.admin_http_port = int(self._admin_http.addresses[0][1])
 
         if not await store.ping():
             log.warning("store at %s does not answer yet; failure mode applies until it does", redact(url))
@@ -187,6 +199,8 @@ class Service:
             await self._admin_grpc.stop(grace=1)
         if self._http is not None:
             await self._http.cleanup()
+        if self._admin_http is not None:
+            await self._admin_http.cleanup()
         for task in list(self._tasks):
             task.cancel()
         self.metrics.flush()
@@ -232,7 +246,7 @@ class Service:
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         names = [SERVICE_NAME, NATIVE_SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME]
         token = admin_tokens(s)
-        if token or s.admin_listen:
+        if token or s.admin_listen or s.admin_http_listen:
             ops = AdminOps(engine, store)
             tokens = TokenCheck(token, self.metrics)
             editor = LimitsEditor(self.holder, sync.backend, sync, self.metrics)
@@ -244,13 +258,19 @@ class Service:
             else:
                 native_pb_grpc.add_AdminServicer_to_server(admin_service, server)
                 names.append(ADMIN_SERVICE)
-                add_admin_routes(app, ops, tokens)
+            # HTTP admin and the console: on their own listener when asked, else beside the checks unless the
+            # admin API was moved to a private gRPC listener.
+            http_admin = self._admin_app = web.Application() if s.admin_http_listen else None
+            if http_admin is None and not s.admin_listen:
+                http_admin = app
+            if http_admin is not None:
+                add_admin_routes(http_admin, ops, tokens)
                 authorize = lambda r: tokens.ok(r.headers.get("Authorization"), str(r.remote))  # noqa: E731
-                add_domain_routes(app, editor, authorize)
-                add_console_routes(app, stats, authorize)
+                add_domain_routes(http_admin, editor, authorize)
+                add_console_routes(http_admin, stats, authorize)
             log.info(
                 "admin API enabled%s%s",
-                f" on {s.admin_listen}" if s.admin_listen else "",
+                "".join(f" on {a}" for a in (s.admin_listen, s.admin_http_listen) if a),
                 "" if token else " WITHOUT a token (private listener)",
             )
         reflection.enable_server_reflection(names, server)

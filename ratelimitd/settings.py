@@ -34,6 +34,7 @@ class Settings:
     admin_token: str | None = None
     admin_token_file: str | None = None
     admin_listen: str | None = None
+    admin_http_listen: str | None = None
     watch_config: bool = True
     workers: int = max(1, os.cpu_count() or 1)
     cpu_affinity: str = "auto"
@@ -116,6 +117,7 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
     _flag(p, "admin-token", "enable the admin API; callers send 'authorization: Bearer <token>'")
     _flag(p, "admin-token-file", "admin token from this file (preferred), or named tokens as name:token lines")
     _flag(p, "admin-listen", "serve the admin API (gRPC) on this separate listener instead of the main one")
+    _flag(p, "admin-http-listen", "serve the admin API (HTTP) and the console on this separate listener instead")
     p.add_argument(
         "--no-watch-config",
         dest="watch_config",

@@ -98,6 +98,9 @@ class AdminService(pb_grpc.AdminServicer):  # type: ignore[misc]
     async def RollbackDomain(self, request: pb.RollbackDomainRequest, context: grpc.aio.ServicerContext) -> Any:
         return await self._domains(context, "rollback", request)
 
+    async def RestoreDomains(self, request: pb.RestoreDomainsRequest, context: grpc.aio.ServicerContext) -> Any:
+        return await self._domains(context, "restore", request)
+
     async def GetUsage(self, request: pb.UsageRequest, context: grpc.aio.ServicerContext) -> pb.UsageResponse:
         async def call() -> pb.UsageResponse:
             status, key = await self.ops.usage(request.domain, decode_descriptor(request.descriptor))

@@ -148,6 +148,9 @@ class DomainRpcs:
         entries = await self.editor.history(request.domain)
         return pb.DomainHistoryResponse(entries=[pb.HistoryEntry(**e.as_json(with_yaml=True)) for e in entries])
 
+    async def restore(self, request: pb.RestoreDomainsRequest, who: str) -> pb.RestoreDomainsResponse:
+        return pb.RestoreDomainsResponse(**await self.editor.restore(who))
+
     async def rollback(self, request: pb.RollbackDomainRequest, who: str) -> pb.PutDomainResponse:
         version = await self.editor.rollback(request.domain, request.version, self._precondition(request), who)
         return pb.PutDomainResponse(version=version)

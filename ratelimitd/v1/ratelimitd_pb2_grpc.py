@@ -158,6 +158,11 @@ class AdminStub:
                 request_serializer=ratelimitd_dot_v1_dot_ratelimitd__pb2.RollbackDomainRequest.SerializeToString,
                 response_deserializer=ratelimitd_dot_v1_dot_ratelimitd__pb2.PutDomainResponse.FromString,
                 _registered_method=True)
+        self.RestoreDomains = channel.unary_unary(
+                '/ratelimitd.v1.Admin/RestoreDomains',
+                request_serializer=ratelimitd_dot_v1_dot_ratelimitd__pb2.RestoreDomainsRequest.SerializeToString,
+                response_deserializer=ratelimitd_dot_v1_dot_ratelimitd__pb2.RestoreDomainsResponse.FromString,
+                _registered_method=True)
 
 
 class AdminServicer:
@@ -232,6 +237,13 @@ class AdminServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RestoreDomains(self, request, context):
+        """After the store lost the stored limits: write back what this instance enforces.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -284,6 +296,11 @@ def add_AdminServicer_to_server(servicer, server):
                     servicer.RollbackDomain,
                     request_deserializer=ratelimitd_dot_v1_dot_ratelimitd__pb2.RollbackDomainRequest.FromString,
                     response_serializer=ratelimitd_dot_v1_dot_ratelimitd__pb2.PutDomainResponse.SerializeToString,
+            ),
+            'RestoreDomains': grpc.unary_unary_rpc_method_handler(
+                    servicer.RestoreDomains,
+                    request_deserializer=ratelimitd_dot_v1_dot_ratelimitd__pb2.RestoreDomainsRequest.FromString,
+                    response_serializer=ratelimitd_dot_v1_dot_ratelimitd__pb2.RestoreDomainsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -557,6 +574,33 @@ class Admin:
             '/ratelimitd.v1.Admin/RollbackDomain',
             ratelimitd_dot_v1_dot_ratelimitd__pb2.RollbackDomainRequest.SerializeToString,
             ratelimitd_dot_v1_dot_ratelimitd__pb2.PutDomainResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RestoreDomains(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ratelimitd.v1.Admin/RestoreDomains',
+            ratelimitd_dot_v1_dot_ratelimitd__pb2.RestoreDomainsRequest.SerializeToString,
+            ratelimitd_dot_v1_dot_ratelimitd__pb2.RestoreDomainsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -20,7 +20,7 @@ import grpc
 import pytest
 import redis
 
-from ratelimitd.store.embedded import EmbeddedRedis
+from ratelimitd.store.embedded import EmbeddedRedis, free_port
 from ratelimitd.v1 import ratelimitd_pb2 as pb
 from ratelimitd.v1 import ratelimitd_pb2_grpc as pb_grpc
 from tests.service import RLS, ServiceProcess
@@ -249,6 +249,8 @@ def test_the_grpc_admin_calls(pair: tuple[ServiceProcess, ServiceProcess]) -> No
     assert back.version == 3
     assert stub.DeleteDomain(pb.PutDomainRequest(domain="live", if_match="3"), metadata=auth).version == 4
     wait_for_limit(b, None)
+    restored = stub.RestoreDomains(pb.RestoreDomainsRequest(), metadata=auth, timeout=5)
+    assert (list(restored.restored), restored.generation) == ([], 5)  # nothing lost: nothing written back
 
 
 def test_config_export_and_import(tmp_path: Path, store: EmbeddedRedis) -> None:
@@ -275,3 +277,25 @@ def test_config_export_and_import(tmp_path: Path, store: EmbeddedRedis) -> None:
     (src / "bad.yaml").write_text("domain: gamma\ndescriptors:\n  - key: x\n    rate_limit: {unit: eon}\n")
     invalid = cli("import", str(src))
     assert invalid.returncode == 1 and "bad.yaml: descriptors[0].rate_limit" in invalid.stderr
+
+
+def test_the_http_admin_api_and_console_can_have_a_listener_of_their_own(tmp_path: Path, store: EmbeddedRedis) -> None:
+    (tmp_path / "files.yaml").write_text(FILE_DOMAIN)
+    port = free_port()
+    args = ("--admin-token", TOKEN, "--admin-http-listen", f"127.0.0.1:{port}")
+    with ServiceProcess(tmp_path, store.url, *args).start() as svc:
+
+        def get(p: int, path: str) -> tuple[int, dict[str, str]]:
+            req = urllib.request.Request(f"http://127.0.0.1:{p}{path}", headers={"Authorization": f"Bearer {TOKEN}"})
+            try:
+                with urllib.request.urlopen(req, timeout=5) as r:
+                    return r.status, dict(r.headers)
+            except urllib.error.HTTPError as err:
+                return err.code, dict(err.headers)
+
+        status, headers = get(port, "/console")
+        assert status == 200 and "script-src 'self'" in headers["Content-Security-Policy"]
+        assert get(port, "/v1/admin/domains")[0] == 200
+        assert get(svc.http_port, "/console")[0] == 404
+        assert get(svc.http_port, "/v1/admin/domains")[0] == 404
+        assert get(svc.http_port, "/healthz")[0] == 200

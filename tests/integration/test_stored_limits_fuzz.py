@@ -71,7 +71,7 @@ header_text = st.text(st.characters(min_codepoint=32, max_codepoint=126), max_si
 
 @settings(max_examples=5_000 if DEEP else 150, deadline=None)
 @given(
-    method=st.sampled_from(["PUT", "PUT", "PUT", "DELETE", "POST"]),
+    method=st.sampled_from(["PUT", "PUT", "PUT", "DELETE", "POST", "VALIDATE"]),
     domain=st.one_of(st.just("live"), st.just("live"), st.just("from_files"), st.text(max_size=40)),
     body=body_strategy(),
     precondition=st.sampled_from(["none", "create", "current", "current", "random"]),
@@ -92,10 +92,15 @@ def test_generated_edits(
     }[precondition]
     if method == "POST":
         path += "/rollback"
-    status, _, _ = api.call(method, path, body, headers)
+    if method == "VALIDATE":
+        method, path = "POST", path + "/validate"
+    status, _, answer = api.call(method, path, body, headers)
     event(f"status {status}")
     assert status < 500, (method, domain, body, headers)
-    if status in REFUSED:
+    if path.endswith("/validate") and status == 200:  # problems with their lines, and never a write
+        assert all(set(p) == {"line", "message"} for p in answer["problems"])
+        assert store.get(f"{PREFIX}{{limits}}:generation") == before
+    elif status in REFUSED:
         assert store.get(f"{PREFIX}{{limits}}:generation") == before, "a refused edit wrote something"
     else:
         assert status in (200, 201)
