@@ -112,13 +112,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_validate(path: str) -> int:
-    from ratelimitd.config.loader import ConfigError, load_config
+    from ratelimitd.config.loader import load_or_report
 
-    try:
-        config = load_config(path)
-    except ConfigError as err:
-        for problem in err.problems:
-            print(problem, file=sys.stderr)
+    config = load_or_report(path)
+    if config is None:
         return 1
     for line in config.summary():
         print(line)

@@ -3,23 +3,15 @@
 from __future__ import annotations
 
 import json
-import sys
 
-from ratelimitd.config.loader import Config, ConfigError, load_config
+from ratelimitd.config.loader import Config, load_or_report
 from ratelimitd.config.matcher import match
 from ratelimitd.config.models import DomainModel, max_requests_per_unit
 from ratelimitd.config.rules import Rule
 from ratelimitd.engine.admin import describe_rule, rule_changes
 from ratelimitd.store.keys import KeyEncoder
 
-
-def _load(path: str) -> Config | None:
-    try:
-        return load_config(path)
-    except ConfigError as err:
-        for problem in err.problems:
-            print(problem, file=sys.stderr)
-        return None
+_load = load_or_report
 
 
 def explain(path: str, domain: str, entries: list[tuple[str, str]], prefix: str, hash_values: bool) -> int:

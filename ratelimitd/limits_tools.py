@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from ratelimitd.config.holder import ConfigHolder
-from ratelimitd.config.loader import Config, ConfigError, load_config
+from ratelimitd.config.loader import Config, load_or_report
 from ratelimitd.engine.stored_limits import LimitsEditor, LimitsError, LimitsSync
 from ratelimitd.metrics import Metrics
 from ratelimitd.store.connect import connect
@@ -80,11 +80,8 @@ def export_domains(url: str, prefix: str, out: str) -> int:
 
 def import_domains(url: str, prefix: str, path: str, update: bool, who: str) -> int:
     """Exit 0 when the store now holds every file's limits, 3 when some differ and --update was not given."""
-    try:
-        config = load_config(path)
-    except ConfigError as err:
-        for problem in err.problems:
-            print(problem, file=sys.stderr)
+    config = load_or_report(path)
+    if config is None:
         return 1
     texts = {name: Path(d.file).read_text(encoding="utf-8") for name, d in config.domains.items()}
     try:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -70,6 +71,16 @@ class Config:
             algos = sorted({r.algorithm for r in d.rules if not r.unlimited})
             lines.append(f"{d.file}: domain '{d.name}': {len(d.rules)} rules ({', '.join(algos) or 'none'})")
         return lines
+
+
+def load_or_report(path: str | Path) -> Config | None:
+    """The config at `path`, or None after printing every problem to stderr (the command-line tools' way)."""
+    try:
+        return load_config(path)
+    except ConfigError as err:
+        for problem in err.problems:
+            print(problem, file=sys.stderr)
+        return None
 
 
 def config_files(path: Path) -> list[Path]:

@@ -9,7 +9,7 @@ works)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ratelimitd.store.interface import StoreUnavailable
@@ -27,6 +27,12 @@ RuleId = tuple[str, str]  # (domain, stats key)
 
 def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _window(now: float, size: int) -> list[int]:
+    """Starts of the buckets of `size` seconds covering the last WINDOW seconds, the current one last."""
+    last = int(now // size) * size
+    return list(range(last - WINDOW + size, last + size, size))
 
 
 class FleetStatsStore:
@@ -67,18 +73,21 @@ class FleetStatsStore:
         except STORE_ERRORS as err:
             raise StoreUnavailable(f"{type(err).__name__}: {err}") from err
 
+    async def _each(self, command: str, keys: Sequence[Any], *args: Any) -> list[Any]:
+        """One pipelined `command` per key, the answers in order."""
+        try:
+            async with self._client.pipeline(transaction=False) as pipe:
+                for key in keys:
+                    getattr(pipe, command)(key, *args)
+                return list(await pipe.execute())
+        except STORE_ERRORS as err:
+            raise StoreUnavailable(f"{type(err).__name__}: {err}") from err
+
     async def series(self, now: float) -> dict[RuleId, list[list[int]]]:
         """Per rule, [bucket start, allowed, over, near, shadow] for every 10-second bucket of the last 15
         minutes that has any, oldest first; the last one is the current (partial) bucket."""
-        last = int(now // BUCKET) * BUCKET
-        starts = list(range(last - WINDOW + BUCKET, last + BUCKET, BUCKET))
-        try:
-            async with self._client.pipeline(transaction=False) as pipe:
-                for start in starts:
-                    pipe.hgetall(f"{self._prefix}t:{start}")
-                answers = await pipe.execute()
-        except STORE_ERRORS as err:
-            raise StoreUnavailable(f"{type(err).__name__}: {err}") from err
+        starts = _window(now, BUCKET)
+        answers = await self._each("hgetall", [f"{self._prefix}t:{start}" for start in starts])
         out: dict[RuleId, list[list[int]]] = {}
         for start, fields in zip(starts, answers, strict=True):
             rows: dict[RuleId, list[int]] = {}
@@ -91,21 +100,11 @@ class FleetStatsStore:
 
     async def top(self, now: float, n: int = 20) -> dict[RuleId, list[tuple[str, int]]]:
         """Per rule, the `n` values denied most often in the last 15 minutes, most first."""
-        last = int(now // TOP_BUCKET) * TOP_BUCKET
-        minutes = list(range(last - WINDOW + TOP_BUCKET, last + TOP_BUCKET, TOP_BUCKET))
-        try:
-            async with self._client.pipeline(transaction=False) as pipe:
-                for m in minutes:
-                    pipe.smembers(f"{self._prefix}top-rules:{m}")
-                members = await pipe.execute()
-            rids = sorted({_text(r) for group in members for r in group})
-            async with self._client.pipeline(transaction=False) as pipe:
-                for rid in rids:
-                    keys = [f"{self._prefix}top:{m}:{rid}" for m in minutes]
-                    pipe.zunion(keys, withscores=True)
-                unions = await pipe.execute()
-        except STORE_ERRORS as err:
-            raise StoreUnavailable(f"{type(err).__name__}: {err}") from err
+        minutes = _window(now, TOP_BUCKET)
+        members = await self._each("smembers", [f"{self._prefix}top-rules:{m}" for m in minutes])
+        rids = sorted({_text(r) for group in members for r in group})
+        per_rule = [[f"{self._prefix}top:{m}:{rid}" for m in minutes] for rid in rids]
+        unions = await self._each("zunion", per_rule, None, True)  # (keys, aggregate, withscores)
         out: dict[RuleId, list[tuple[str, int]]] = {}
         for rid, union in zip(rids, unions, strict=True):
             domain, rule = rid.split(SEP)
