@@ -171,6 +171,12 @@ class Metrics:
             "ratelimitd_worker_restarts", "workers started again after one died unexpectedly", registry=r
         )
         self.admin_denied = Counter("ratelimitd_admin_unauthenticated", "admin calls without a valid token", registry=r)
+        self.rlqs_streams = Counter("ratelimitd_rlqs_streams", "RLQS streams opened by Envoys", registry=r)
+        self.rlqs_reports = Counter("ratelimitd_rlqs_reports", "RLQS usage reports received", registry=r)
+        self.rlqs_assignments = Counter("ratelimitd_rlqs_assignments", "RLQS bucket assignments pushed", registry=r)
+        self.rlqs_buckets_refused = Counter(
+            "ratelimitd_rlqs_buckets_refused", "RLQS buckets over a stream's cap (no assignment)", registry=r
+        )
         self.stored_limits_lost = Gauge(
             "ratelimitd_stored_limits_lost",
             "1 while the store has lost limits that this instance still enforces from its last applied copy",

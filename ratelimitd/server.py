@@ -12,6 +12,7 @@ from typing import Any
 
 import grpc
 from aiohttp import web
+from envoy.service.rate_limit_quota.v3 import rlqs_pb2, rlqs_pb2_grpc
 from envoy.service.ratelimit.v3 import rls_pb2
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
@@ -25,6 +26,7 @@ from ratelimitd.api.grpc_util import add_check_methods
 from ratelimitd.api.http import make_app
 from ratelimitd.api.native import RateLimiterService
 from ratelimitd.api.native import decode as native_decode
+from ratelimitd.api.rlqs import RlqsService
 from ratelimitd.config.holder import ConfigHolder
 from ratelimitd.config.loader import load_config
 from ratelimitd.config.reloader import ConfigReloader
@@ -32,6 +34,7 @@ from ratelimitd.engine.admin import AdminOps
 from ratelimitd.engine.engine import Engine, EngineOptions
 from ratelimitd.engine.fleet_stats import FleetStats
 from ratelimitd.engine.local_cache import OverLimitCache
+from ratelimitd.engine.rlqs import RlqsEngine
 from ratelimitd.engine.stored_limits import LimitsEditor, LimitsSync
 from ratelimitd.metrics import Metrics
 from ratelimitd.scheduler.coalescer import Coalescer
@@ -43,12 +46,14 @@ from ratelimitd.store.interface import StoreUnavailable
 from ratelimitd.store.keys import KeyEncoder
 from ratelimitd.store.limits_store import LimitsStore
 from ratelimitd.store.redis_store import RedisStore
+from ratelimitd.store.rlqs_store import ShareStore
 from ratelimitd.v1 import ratelimitd_pb2 as native_pb
 from ratelimitd.v1 import ratelimitd_pb2_grpc as native_pb_grpc
 
 log = logging.getLogger("ratelimitd")
 NATIVE_SERVICE = native_pb.DESCRIPTOR.services_by_name["RateLimiter"].full_name
 ADMIN_SERVICE = native_pb.DESCRIPTOR.services_by_name["Admin"].full_name
+RLQS_SERVICE = rlqs_pb2.DESCRIPTOR.services_by_name["RateLimitQuotaService"].full_name
 
 
 def split_hostport(value: str) -> tuple[str, int]:
@@ -244,7 +249,9 @@ class Service:
         check = (native.Check, native_pb.CheckRequest, native_pb.CheckResponse, native_decode)
         add_check_methods(server, NATIVE_SERVICE, {"Check": check})
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
-        names = [SERVICE_NAME, NATIVE_SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME]
+        rlqs = RlqsService(RlqsEngine(self.holder, ShareStore(store), engine.keys), self.metrics)
+        rlqs_pb2_grpc.add_RateLimitQuotaServiceServicer_to_server(rlqs, server)
+        names = [SERVICE_NAME, NATIVE_SERVICE, RLQS_SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME]
         token = admin_tokens(s)
         if token or s.admin_listen or s.admin_http_listen:
             ops = AdminOps(engine, store)

@@ -40,29 +40,49 @@ def compile_pattern(pattern: str) -> re.Pattern[str]:
     return re.compile(".*".join(re.escape(part) for part in pattern.split("*")), re.DOTALL)
 
 
+def _step(level: Level, value: str) -> tuple[Node, str] | None:
+    """The node one level down for `value`, and the value its counter is known by."""
+    node = level.exact.get(value)
+    if node is not None:
+        return node, value
+    for regex, pattern, shared, candidate in level.patterns:
+        if regex.fullmatch(value):
+            return candidate, pattern if shared else value
+    return (level.default, value) if level.default is not None else None
+
+
 def match(root: dict[str, Level], entries: tuple[tuple[str, str], ...]) -> Match | None:
     children = root
     node: Node | None = None
     values: list[str] = []
     for key, value in entries:
         level = children.get(key)
-        if level is None:
+        found = None if level is None else _step(level, value)
+        if found is None:
             return None
-        node = level.exact.get(value)
-        counter_value = value
-        if node is None:
-            for regex, pattern, shared, candidate in level.patterns:
-                if regex.fullmatch(value):
-                    node = candidate
-                    if shared:
-                        counter_value = pattern
-                    break
-            else:
-                node = level.default
-            if node is None:
-                return None
+        node, counter_value = found
         values.append(counter_value)
         children = node.children
     if node is None or node.rule is None:
         return None
     return Match(node.rule, tuple(values))
+
+
+def match_map(root: dict[str, Level], bucket: dict[str, str]) -> tuple[Match | None, tuple[tuple[str, str], ...]]:
+    """An unordered map (an RLQS bucket id) against the tree: at each level the entry whose key the level names
+    (the first in sorted order if it names several), until no key matches; then `match` on the walk."""
+    children, entries, used = root, [], set()
+    while True:
+        keys = sorted(k for k in children if k in bucket and k not in used)
+        found = None
+        for key in keys:
+            found = _step(children[key], bucket[key])
+            if found is not None:
+                entries.append((key, bucket[key]))
+                used.add(key)
+                break
+        if found is None:
+            break
+        children = found[0].children
+    walked = tuple(entries)
+    return (match(root, walked) if walked else None), walked

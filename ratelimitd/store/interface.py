@@ -130,3 +130,18 @@ class StatsBackend(Protocol):
     async def series(self, now: float) -> dict[tuple[str, str], list[list[int]]]: ...
 
     async def top(self, now: float, n: int = 20) -> dict[tuple[str, str], list[tuple[str, int]]]: ...
+
+
+class ShareBackend(Protocol):
+    """RLQS fair shares (store/rlqs_store.py)."""
+
+    async def report(
+        self,
+        key: str,
+        envoy: str,
+        seen: int,
+        rate: float,
+        active_us: int,
+        first_span_us: int,
+        now_us: int | None = None,
+    ) -> tuple[float, int, int]: ...

@@ -1,0 +1,61 @@
+-- RLQS fair shares: record one Envoy's demand for one limited bucket and return its share of the rule's rate.
+-- Standalone (not assembled with the algorithms). One call per bucket report.
+--
+-- KEYS[1] hash: envoy id -> "<demand per second>:<last report time us>" for this bucket.
+-- ARGV[1] time override in us ('' = Redis TIME; only tests pass one); ARGV[2] the Envoy's id;
+-- ARGV[3] requests it saw (allowed + denied) since its previous report; ARGV[4] the rule's rate per second;
+-- ARGV[5] how long an Envoy counts as active after its last report (us); ARGV[6] the first report's assumed
+-- span (us): Envoy's first report says time_elapsed 0, so its count is spread over one report interval.
+--
+-- The rate is split max-min fairly by demand among the active Envoys: an idle one (demand 0) keeps a floor of
+-- at most one request per second so it can start again, the rest fills the busy ones up to their demand,
+-- smallest first, and what is left goes to the busy ones equally (room to grow). Shares never sum above the
+-- rate. Entries of Envoys gone quiet are dropped. Returns {share * 1000, active Envoys, busy Envoys}.
+local key = KEYS[1]
+local now
+if ARGV[1] ~= '' then
+  now = tonumber(ARGV[1])
+else
+  local t = redis.call('TIME')
+  now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+end
+local me, seen, rate = ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
+local active_us, first_span = tonumber(ARGV[5]), tonumber(ARGV[6])
+
+local prev = redis.call('HGET', key, me)
+local span = first_span
+if prev then
+  local last = tonumber(string.match(prev, ':(%d+)$'))
+  if now > last then span = now - last end
+end
+local demand = seen * 1000000 / span
+redis.call('HSET', key, me, string.format('%.6f:%d', demand, now))
+redis.call('PEXPIRE', key, math.floor(2 * active_us / 1000) + 1)
+
+local busy, idle = {}, 0
+local all = redis.call('HGETALL', key)
+for i = 1, #all, 2 do
+  local d, last = string.match(all[i + 1], '^([%d.]+):(%d+)$')
+  if tonumber(last) < now - active_us then
+    redis.call('HDEL', key, all[i])
+  elseif tonumber(d) > 0 then
+    busy[#busy + 1] = { id = all[i], d = tonumber(d) }
+  else
+    idle = idle + 1
+  end
+end
+local n = #busy + idle
+local floor = math.min(1, rate / n)
+local left = rate - idle * floor
+local share = {}
+table.sort(busy, function(a, b) return a.d < b.d end)
+for i, e in ipairs(busy) do
+  local give = math.min(e.d, left / (#busy - i + 1))
+  share[e.id] = give
+  left = left - give
+end
+if #busy > 0 and left > 0 then
+  for _, e in ipairs(busy) do share[e.id] = share[e.id] + left / #busy end
+end
+local mine = share[me] or floor
+return { math.floor(mine * 1000), n, #busy }

@@ -1,0 +1,78 @@
+"""RLQS: Envoy enforces token buckets that ratelimitd assigns, and ratelimitd splits each rule's rate among the
+Envoys using it, through the store, so every instance and every Envoy sees one fair split.
+
+A report's bucket id (an unordered map) is matched against the domain's descriptor tree (`match_map`); no rule,
+an `unlimited` or a `shadow_mode` rule → ALLOW_ALL. Otherwise one script call records this Envoy's demand
+(allowed + denied since its last report, over the store's clock) and returns its max-min fair share, pushed as a
+token bucket refilled every second. Envoy 1.40 notices a changed bucket only by `tokens_per_fill` or
+`max_tokens` (not the fill interval), takes whole-second TTLs, and reports every 5 s (shared/reference/rlqs.md).
+
+Bound: Envoys enforce what they were last told, so a change in demand is seen one report later; over-admission
+is about the sum of (rate x report interval) + burst. RLQS suits high-rate limits; small strict limits stay on
+the RLS path.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ratelimitd.config.holder import ConfigHolder
+from ratelimitd.config.matcher import match_map
+from ratelimitd.config.rules import Rule
+from ratelimitd.store.interface import ShareBackend
+from ratelimitd.store.keys import KeyEncoder
+
+REPORT_SECONDS = 5  # Envoy 1.40's fixed reporting interval
+ASSIGNMENT_TTL_SECONDS = 2 * REPORT_SECONDS + 1  # survives one lost report
+ACTIVE_US = 3 * REPORT_SECONDS * 1_000_000  # an Envoy silent this long no longer holds a share
+MAX_BUCKETS_PER_STREAM = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class Assignment:
+    """What Envoy is told for one bucket: `allow_all`, `deny_all`, or a token bucket."""
+
+    kind: str
+    tokens_per_fill: int = 0
+    max_tokens: int = 0
+    ttl_seconds: int = ASSIGNMENT_TTL_SECONDS
+
+
+ALLOW_ALL = Assignment("allow_all")
+
+
+def rate_per_second(rule: Rule) -> float:
+    return rule.requests_per_unit / rule.window_seconds
+
+
+def token_bucket(rule: Rule, share: float) -> Assignment:
+    """A share (requests per second) as a bucket refilled every second; its burst is the rule's burst (token
+    bucket) or one second of the rate, in proportion to the share."""
+    rate = rate_per_second(rule)
+    per_fill = max(1, int(share))
+    burst = rule.burst if rule.algorithm == "token_bucket" and rule.burst else rate
+    return Assignment("token_bucket", per_fill, max(per_fill, round(burst * share / rate)) if rate else per_fill)
+
+
+class RlqsEngine:
+    def __init__(
+        self, holder: ConfigHolder, shares: ShareBackend, keys: KeyEncoder, max_buckets: int = MAX_BUCKETS_PER_STREAM
+    ) -> None:
+        self.holder = holder
+        self.shares = shares
+        self.keys = keys
+        self.max_buckets = max_buckets
+
+    async def assign(self, domain: str, envoy: str, bucket: dict[str, str], allowed: int, denied: int) -> Assignment:
+        d = self.holder.current.domains.get(domain)
+        if d is None:
+            return ALLOW_ALL
+        found, _ = match_map(d.tree, bucket)
+        if found is None or found.rule.unlimited or found.rule.shadow_mode:
+            return ALLOW_ALL  # shadow_mode: usage is reported, never enforced
+        rule = found.rule
+        key = self.keys.key(self.keys.rule_part(rule.domain, rule.ident), found.counter_values) + ":rlqs"
+        share, _, _ = await self.shares.report(
+            key, envoy, allowed + denied, rate_per_second(rule), ACTIVE_US, REPORT_SECONDS * 1_000_000
+        )
+        return token_bucket(rule, share)

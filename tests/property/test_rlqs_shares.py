@@ -1,0 +1,77 @@
+"""The RLQS share script (`lua/rlqs_share.lua`) against real Redis: however demand is spread over the Envoys,
+the shares never sum above the rule's rate, every active Envoy gets a share, an idle Envoy's share goes to the
+busy ones, and an Envoy gone quiet gives its share back."""
+
+from __future__ import annotations
+
+import uuid
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from ratelimitd.store.connect import connect
+from ratelimitd.store.embedded import EmbeddedRedis
+from ratelimitd.store.rlqs_store import ShareStore
+from tests.conftest import DEEP
+
+REPORT_US = 5_000_000
+ACTIVE_US = 15_000_000
+T0 = 1_700_000_000_000_000
+
+
+async def shares_at_rest(store: ShareStore, rate: float, demands: list[float]) -> list[float]:
+    """Every Envoy reports its demand twice (the second round sees everyone's), then the shares of round two."""
+    key = f"t:{uuid.uuid4().hex}"
+    out: list[float] = []
+    for rnd in (1, 2):
+        out = []
+        for i, d in enumerate(demands):
+            now = T0 + rnd * REPORT_US + i
+            share, _, _ = await store.report(key, f"e{i}", round(d * 5), rate, ACTIVE_US, REPORT_US, now)
+            out.append(share)
+    return out
+
+
+@settings(max_examples=2_000 if DEEP else 60, deadline=None)
+@given(
+    rate=st.integers(1, 100_000),
+    demands=st.lists(st.one_of(st.just(0.0), st.floats(0.2, 200_000.0)), min_size=1, max_size=12),
+)
+async def test_shares_are_bounded_fair_and_never_zero(
+    default_redis: EmbeddedRedis, rate: int, demands: list[float]
+) -> None:
+    client = connect(default_redis.url)
+    try:
+        shares = await shares_at_rest(ShareStore(client), float(rate), demands)
+    finally:
+        await client.close()
+    measured = [round(d * 5) / 5 for d in demands]  # what the script sees: whole requests over 5 s
+    assert sum(shares) <= rate * 1.0001 + 0.001 * len(shares)
+    assert all(s > 0 for s in shares)
+    busy = [i for i, d in enumerate(measured) if d > 0]
+    idle = [i for i, d in enumerate(measured) if d == 0]
+    floor = min(1.0, rate / len(demands))
+    assert all(abs(shares[i] - floor) < 0.002 for i in idle)
+    left = rate - floor * len(idle)
+    if busy and sum(measured[i] for i in busy) <= left:  # enough for everyone: each gets at least its demand,
+        assert all(shares[i] >= measured[i] - 0.002 for i in busy)
+        assert abs(sum(shares[i] for i in busy) - left) < 0.002 * len(busy) + 1e-6 * rate  # and the rest is spread
+    elif busy:  # not enough: max-min fair, nobody below the smaller of its demand and an equal split
+        equal = left / len(busy)
+        assert all(shares[i] >= min(measured[i], equal) - 0.002 for i in busy)
+
+
+async def test_an_envoy_gone_quiet_gives_its_share_back(default_redis: EmbeddedRedis) -> None:
+    client = connect(default_redis.url)
+    store = ShareStore(client)
+    key = f"t:{uuid.uuid4().hex}"
+    try:
+        for i in range(2):
+            await store.report(key, f"e{i}", 500, 10.0, ACTIVE_US, REPORT_US, T0 + i)
+        share, active, _ = await store.report(key, "e0", 500, 10.0, ACTIVE_US, REPORT_US, T0 + REPORT_US)
+        assert (share, active) == (5.0, 2)
+        later = T0 + REPORT_US + ACTIVE_US + 1  # e1 has not reported for longer than the active window
+        share, active, _ = await store.report(key, "e0", 500, 10.0, ACTIVE_US, REPORT_US, later)
+        assert (share, active) == (10.0, 1)
+    finally:
+        await client.close()
