@@ -3,7 +3,7 @@
 --
 -- KEYS[1] hash: envoy id -> "<demand per second>:<last report time us>" for this bucket.
 -- ARGV[1] time override in us ('' = Redis TIME; only tests pass one); ARGV[2] the Envoy's id;
--- ARGV[3] requests it saw (allowed + denied) since its previous report; ARGV[4] the rule's rate per second;
+-- ARGV[3] requests it saw (allowed + denied) since its previous report (-1: only read its share); ARGV[4] the rule's rate per second;
 -- ARGV[5] how long an Envoy counts as active after its last report (us); ARGV[6] the first report's assumed
 -- span (us): Envoy's first report says time_elapsed 0, so its count is spread over one report interval.
 --
@@ -22,15 +22,19 @@ end
 local me, seen, rate = ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
 local active_us, first_span = tonumber(ARGV[5]), tonumber(ARGV[6])
 
-local prev = redis.call('HGET', key, me)
-local span = first_span
-if prev then
-  local last = tonumber(string.match(prev, ':(%d+)$'))
-  if now > last then span = now - last end
+if seen >= 0 then  -- a report; seen = -1 only asks for the share (a refresh between reports)
+  local prev = redis.call('HGET', key, me)
+  local span = first_span
+  if prev then
+    local last = tonumber(string.match(prev, ':(%d+)$'))
+    if now > last then span = now - last end
+  end
+  local demand = seen * 1000000 / span
+  redis.call('HSET', key, me, string.format('%.6f:%d', demand, now))
+  redis.call('PEXPIRE', key, math.floor(2 * active_us / 1000) + 1)
+elseif redis.call('HEXISTS', key, me) == 0 then
+  return { -1, 0, 0 }  -- not (or no longer) a holder of this bucket
 end
-local demand = seen * 1000000 / span
-redis.call('HSET', key, me, string.format('%.6f:%d', demand, now))
-redis.call('PEXPIRE', key, math.floor(2 * active_us / 1000) + 1)
 
 local busy, idle = {}, 0
 local all = redis.call('HGETALL', key)

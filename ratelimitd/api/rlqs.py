@@ -5,11 +5,13 @@ Envoys are told apart by the `ratelimitd-envoy-id` stream metadata (set it in th
 (Envoy 1.40 sends `time_elapsed` 0 first) but bounded: at most `MAX_USAGES` buckets per report, 16 entries per
 bucket id, 256 bytes per key or value; anything larger ends the stream with INVALID_ARGUMENT. A stream holds at
 most `max_buckets` buckets: a new one beyond that gets no assignment (Envoy's `no_assignment_behavior` applies;
-counted). A bucket reported idle (0/0) for `abandon_after` seconds is abandoned.
+counted). A bucket reported idle (0/0) for `abandon_after` seconds is abandoned. Between reports the stream
+pushes a bucket's assignment again when other Envoys' demand has changed it (checked every second).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 import uuid
@@ -19,7 +21,7 @@ import grpc
 from envoy.service.rate_limit_quota.v3 import rlqs_pb2, rlqs_pb2_grpc
 from envoy.type.v3 import ratelimit_strategy_pb2
 
-from ratelimitd.engine.rlqs import Assignment, RlqsEngine
+from ratelimitd.engine.rlqs import REFRESH_SECONDS, Assignment, RlqsEngine
 from ratelimitd.metrics import Metrics
 from ratelimitd.store.interface import StoreUnavailable
 
@@ -28,6 +30,7 @@ ENVOY_ID_METADATA = "ratelimitd-envoy-id"
 MAX_USAGES = 1000
 MAX_TEXT = 256
 Strategy = ratelimit_strategy_pb2.RateLimitStrategy
+Ident = tuple[tuple[str, str], ...]
 
 
 def encode(assignment: Assignment) -> rlqs_pb2.RateLimitQuotaResponse.BucketAction.QuotaAssignmentAction:
@@ -43,6 +46,16 @@ def encode(assignment: Assignment) -> rlqs_pb2.RateLimitQuotaResponse.BucketActi
     return action
 
 
+class _Stream:
+    """One Envoy's stream: its buckets (id -> bucket map, last time it was busy, last assignment sent)."""
+
+    def __init__(self, envoy: str, domain: str = "") -> None:
+        self.envoy = envoy
+        self.domain = domain
+        self.buckets: dict[Ident, tuple[dict[str, str], float, Assignment | None]] = {}
+        self.out: asyncio.Queue[rlqs_pb2.RateLimitQuotaResponse | None] = asyncio.Queue()
+
+
 class RlqsService(rlqs_pb2_grpc.RateLimitQuotaServiceServicer):  # type: ignore[misc]
     def __init__(self, engine: RlqsEngine, metrics: Metrics, abandon_after: float = 60.0) -> None:
         self.engine = engine
@@ -53,42 +66,92 @@ class RlqsService(rlqs_pb2_grpc.RateLimitQuotaServiceServicer):  # type: ignore[
         self, requests: AsyncIterator[rlqs_pb2.RateLimitQuotaUsageReports], context: grpc.aio.ServicerContext
     ) -> AsyncIterator[rlqs_pb2.RateLimitQuotaResponse]:
         meta = dict(context.invocation_metadata() or ())
-        envoy = str(meta.get(ENVOY_ID_METADATA) or f"stream-{uuid.uuid4().hex}")[:MAX_TEXT]
+        stream = _Stream(str(meta.get(ENVOY_ID_METADATA) or f"stream-{uuid.uuid4().hex}")[:MAX_TEXT])
         self.metrics.rlqs_streams.inc()
-        last_busy: dict[tuple[tuple[str, str], ...], float] = {}  # this stream's buckets
-        async for reports in requests:
-            self.metrics.rlqs_reports.inc()
-            if len(reports.bucket_quota_usages) > MAX_USAGES:
-                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"more than {MAX_USAGES} buckets in a report")
+        tasks = [asyncio.create_task(self._read(requests, stream)), asyncio.create_task(self._refresh(stream))]
+        try:
+            while (response := await stream.out.get()) is not None:
+                yield response
+            for task in tasks:
+                if task.done() and task.exception() is not None:
+                    err = task.exception()
+                    if isinstance(err, _Invalid):
+                        await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(err))
+                    raise err  # type: ignore[misc]
+        finally:
+            for task in tasks:
+                task.cancel()
+
+    async def _read(self, requests: AsyncIterator[rlqs_pb2.RateLimitQuotaUsageReports], stream: _Stream) -> None:
+        try:
+            async for reports in requests:
+                self.metrics.rlqs_reports.inc()
+                response = await self._answer(reports, stream)
+                if response.bucket_action:
+                    stream.out.put_nowait(response)
+        finally:
+            stream.out.put_nowait(None)
+
+    async def _answer(
+        self, reports: rlqs_pb2.RateLimitQuotaUsageReports, stream: _Stream
+    ) -> rlqs_pb2.RateLimitQuotaResponse:
+        if len(reports.bucket_quota_usages) > MAX_USAGES:
+            raise _Invalid(f"more than {MAX_USAGES} buckets in a report")
+        stream.domain = reports.domain
+        response = rlqs_pb2.RateLimitQuotaResponse()
+        now = time.monotonic()
+        for usage in reports.bucket_quota_usages:
+            bucket = dict(usage.bucket_id.bucket)
+            if len(bucket) > 16 or any(len(k) > MAX_TEXT or len(v) > MAX_TEXT for k, v in bucket.items()):
+                raise _Invalid("a bucket id has more than 16 entries or a longer key/value")
+            ident = tuple(sorted(bucket.items()))
+            known = stream.buckets.get(ident)
+            if known is None and len(stream.buckets) >= self.engine.max_buckets:
+                self.metrics.rlqs_buckets_refused.inc()
+                continue
+            seen = usage.num_requests_allowed + usage.num_requests_denied
+            last_busy = now if seen or known is None else known[1]
+            action = response.bucket_action.add()
+            action.bucket_id.CopyFrom(usage.bucket_id)
+            if now - last_busy > self.abandon_after:
+                action.abandon_action.SetInParent()
+                del stream.buckets[ident]
+                continue
+            try:
+                assignment = await self.engine.assign(
+                    reports.domain, stream.envoy, bucket, usage.num_requests_allowed, usage.num_requests_denied
+                )
+            except StoreUnavailable:
+                response.bucket_action.pop()
+                stream.buckets[ident] = (bucket, last_busy, known[2] if known else None)
+                continue  # no news: Envoy keeps its assignment until it expires
+            stream.buckets[ident] = (bucket, last_busy, assignment)
+            action.quota_assignment_action.CopyFrom(encode(assignment))
+            self.metrics.rlqs_assignments.inc()
+        return response
+
+    async def _refresh(self, stream: _Stream) -> None:
+        """Push a bucket's assignment again as soon as other Envoys' demand changes it (see engine/rlqs.py)."""
+        while True:
+            await asyncio.sleep(REFRESH_SECONDS)
             response = rlqs_pb2.RateLimitQuotaResponse()
-            now = time.monotonic()
-            for usage in reports.bucket_quota_usages:
-                bucket = dict(usage.bucket_id.bucket)
-                if len(bucket) > 16 or any(len(k) > MAX_TEXT or len(v) > MAX_TEXT for k, v in bucket.items()):
-                    await context.abort(
-                        grpc.StatusCode.INVALID_ARGUMENT, "a bucket id has more than 16 entries or a longer key/value"
-                    )
-                ident = tuple(sorted(bucket.items()))
-                if ident not in last_busy and len(last_busy) >= self.engine.max_buckets:
-                    self.metrics.rlqs_buckets_refused.inc()
-                    continue
-                seen = usage.num_requests_allowed + usage.num_requests_denied
-                if seen or ident not in last_busy:
-                    last_busy[ident] = now
-                action = response.bucket_action.add()
-                action.bucket_id.CopyFrom(usage.bucket_id)
-                if now - last_busy[ident] > self.abandon_after:
-                    action.abandon_action.SetInParent()
-                    del last_busy[ident]
+            for ident, (bucket, last_busy, sent) in list(stream.buckets.items()):
+                if sent is None or sent.kind != "token_bucket":
                     continue
                 try:
-                    assignment = await self.engine.assign(
-                        reports.domain, envoy, bucket, usage.num_requests_allowed, usage.num_requests_denied
-                    )
+                    now_assigned = await self.engine.refresh(stream.domain, stream.envoy, bucket)
                 except StoreUnavailable:
-                    response.bucket_action.pop()
-                    continue  # no news: Envoy keeps its assignment until it expires
-                action.quota_assignment_action.CopyFrom(encode(assignment))
+                    continue
+                if now_assigned is None or now_assigned == sent or ident not in stream.buckets:
+                    continue
+                stream.buckets[ident] = (bucket, last_busy, now_assigned)
+                action = response.bucket_action.add()
+                action.bucket_id.bucket.update(bucket)
+                action.quota_assignment_action.CopyFrom(encode(now_assigned))
                 self.metrics.rlqs_assignments.inc()
             if response.bucket_action:
-                yield response
+                stream.out.put_nowait(response)
+
+
+class _Invalid(Exception):
+    """A report that breaks the input limits: the stream ends with INVALID_ARGUMENT."""

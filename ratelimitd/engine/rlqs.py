@@ -2,14 +2,15 @@
 Envoys using it, through the store, so every instance and every Envoy sees one fair split.
 
 A report's bucket id (an unordered map) is matched against the domain's descriptor tree (`match_map`); no rule,
-an `unlimited` or a `shadow_mode` rule → ALLOW_ALL. Otherwise one script call records this Envoy's demand
+an `unlimited` or a `shadow_mode` rule: ALLOW_ALL. Otherwise one script call records this Envoy's demand
 (allowed + denied since its last report, over the store's clock) and returns its max-min fair share, pushed as a
 token bucket refilled every second. Envoy 1.40 notices a changed bucket only by `tokens_per_fill` or
 `max_tokens` (not the fill interval), takes whole-second TTLs, and reports every 5 s (shared/reference/rlqs.md).
+Between reports each stream asks again every `REFRESH_SECONDS` (a read, no demand recorded) and pushes a changed
+assignment at once, so an Envoy joining a bucket shrinks the others' shares within about a second.
 
-Bound: Envoys enforce what they were last told, so a change in demand is seen one report later; over-admission
-is about the sum of (rate x report interval) + burst. RLQS suits high-rate limits; small strict limits stay on
-the RLS path.
+Bound: a change in demand is seen at the Envoy's next report; over-admission is about the sum of
+(rate x report interval) + burst. RLQS suits high-rate limits; small strict limits stay on the RLS path.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ REPORT_SECONDS = 5  # Envoy 1.40's fixed reporting interval
 ASSIGNMENT_TTL_SECONDS = 2 * REPORT_SECONDS + 1  # survives one lost report
 ACTIVE_US = 3 * REPORT_SECONDS * 1_000_000  # an Envoy silent this long no longer holds a share
 MAX_BUCKETS_PER_STREAM = 1000
+REFRESH_SECONDS = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,16 +65,35 @@ class RlqsEngine:
         self.keys = keys
         self.max_buckets = max_buckets
 
-    async def assign(self, domain: str, envoy: str, bucket: dict[str, str], allowed: int, denied: int) -> Assignment:
+    def _resolve(self, domain: str, bucket: dict[str, str]) -> tuple[Rule, str] | None:
+        """The limited rule a bucket falls under and its share key; None for ALLOW_ALL."""
         d = self.holder.current.domains.get(domain)
         if d is None:
-            return ALLOW_ALL
+            return None
         found, _ = match_map(d.tree, bucket)
         if found is None or found.rule.unlimited or found.rule.shadow_mode:
-            return ALLOW_ALL  # shadow_mode: usage is reported, never enforced
+            return None  # shadow_mode: usage is reported, never enforced
         rule = found.rule
-        key = self.keys.key(self.keys.rule_part(rule.domain, rule.ident), found.counter_values) + ":rlqs"
+        return rule, self.keys.key(self.keys.rule_part(rule.domain, rule.ident), found.counter_values) + ":rlqs"
+
+    async def assign(self, domain: str, envoy: str, bucket: dict[str, str], allowed: int, denied: int) -> Assignment:
+        """A report: record this Envoy's demand and return its assignment."""
+        resolved = self._resolve(domain, bucket)
+        if resolved is None:
+            return ALLOW_ALL
+        rule, key = resolved
         share, _, _ = await self.shares.report(
             key, envoy, allowed + denied, rate_per_second(rule), ACTIVE_US, REPORT_SECONDS * 1_000_000
         )
         return token_bucket(rule, share)
+
+    async def refresh(self, domain: str, envoy: str, bucket: dict[str, str]) -> Assignment | None:
+        """Between reports: this Envoy's assignment as the other Envoys' demand makes it now (None: no share)."""
+        resolved = self._resolve(domain, bucket)
+        if resolved is None:
+            return ALLOW_ALL
+        rule, key = resolved
+        share, _, _ = await self.shares.report(
+            key, envoy, -1, rate_per_second(rule), ACTIVE_US, REPORT_SECONDS * 1_000_000
+        )
+        return None if share < 0 else token_bucket(rule, share)

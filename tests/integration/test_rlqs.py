@@ -5,6 +5,7 @@ unmatched, unlimited and shadow buckets are ALLOW_ALL; garbage ends the stream w
 from __future__ import annotations
 
 import queue
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -43,14 +44,29 @@ class FakeEnvoy:
         self.answers = stub.StreamRateLimitQuotas(
             iter(self.outbox.get, None), metadata=(("ratelimitd-envoy-id", name),), timeout=60
         )
+        # Answers and the pushes the server sends between reports arrive on one stream, in any order.
+        self.inbox: queue.Queue[rlqs_pb2.RateLimitQuotaResponse | grpc.RpcError] = queue.Queue()
+        threading.Thread(target=self._receive, daemon=True).start()
+
+    def _receive(self) -> None:
+        try:
+            for answer in self.answers:
+                self.inbox.put(answer)
+        except grpc.RpcError as err:
+            self.inbox.put(err)
 
     def report(self, bucket: dict[str, str], allowed: int, denied: int = 0) -> rlqs_pb2.RateLimitQuotaResponse:
         reports = Reports(domain="web")
         usage = reports.bucket_quota_usages.add()
         usage.bucket_id.bucket.update(bucket)
         usage.num_requests_allowed, usage.num_requests_denied = allowed, denied
+        while not self.inbox.empty():  # earlier pushes
+            self.inbox.get_nowait()
         self.outbox.put(reports)
-        return next(self.answers)
+        answer = self.inbox.get(timeout=10)
+        if isinstance(answer, grpc.RpcError):
+            raise answer
+        return answer
 
     def close(self) -> None:
         self.outbox.put(None)
@@ -80,10 +96,13 @@ def test_one_rate_is_shared_by_envoys_on_different_instances(pair: tuple[Service
         api = {"route": "api", "user_agent": "curl"}  # extra entries the tree does not name are ignored
         assert per_fill(one.report(api, 50)) == 10  # alone (first report: 50 over Envoy's 5 s) gets the whole rate
         assert per_fill(two.report(api, 50)) == 5  # both busy: half each, whichever instance they talk to
+        pushed = one.inbox.get(timeout=3)  # between its reports, the first Envoy is told its smaller share
+        assert isinstance(pushed, rlqs_pb2.RateLimitQuotaResponse) and per_fill(pushed) == 5
         time.sleep(1.0)
         assert per_fill(one.report(api, 8, 12)) == 5  # demand is allowed + denied, over the store's clock
         assert per_fill(two.report(api, 0)) == 1  # idle: a floor of one per second ...
         assert per_fill(one.report(api, 5, 15)) == 9  # ... and the rest goes to the busy one
+
     finally:
         one.close()
         two.close()
