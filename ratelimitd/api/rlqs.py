@@ -136,7 +136,7 @@ class RlqsService(rlqs_pb2_grpc.RateLimitQuotaServiceServicer):  # type: ignore[
             await asyncio.sleep(REFRESH_SECONDS)
             response = rlqs_pb2.RateLimitQuotaResponse()
             for ident, (bucket, last_busy, sent) in list(stream.buckets.items()):
-                if sent is None or sent.kind != "token_bucket":
+                if sent is None or sent.kind == "allow_all":
                     continue
                 try:
                     now_assigned = await self.engine.refresh(stream.domain, stream.envoy, bucket)

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from ratelimitd.config.holder import ConfigHolder
 from ratelimitd.config.matcher import match_map
 from ratelimitd.config.rules import Rule
+from ratelimitd.store.checks import ENFORCED, build_check
 from ratelimitd.store.interface import ShareBackend
 from ratelimitd.store.keys import KeyEncoder
 
@@ -66,7 +67,7 @@ class RlqsEngine:
         self.max_buckets = max_buckets
 
     def _resolve(self, domain: str, bucket: dict[str, str]) -> tuple[Rule, str] | None:
-        """The limited rule a bucket falls under and its share key; None for ALLOW_ALL."""
+        """The limited rule a bucket falls under and its counter key (the RLS path's); None for ALLOW_ALL."""
         d = self.holder.current.domains.get(domain)
         if d is None:
             return None
@@ -74,26 +75,34 @@ class RlqsEngine:
         if found is None or found.rule.unlimited or found.rule.shadow_mode:
             return None  # shadow_mode: usage is reported, never enforced
         rule = found.rule
-        return rule, self.keys.key(self.keys.rule_part(rule.domain, rule.ident), found.counter_values) + ":rlqs"
+        return rule, self.keys.key(self.keys.rule_part(rule.domain, rule.ident), found.counter_values)
+
+    async def _ask(self, domain: str, envoy: str, bucket: dict[str, str], seen: int, allowed: int) -> Assignment | None:
+        resolved = self._resolve(domain, bucket)
+        if resolved is None:
+            return ALLOW_ALL
+        rule, key = resolved
+        answer = await self.shares.report(
+            build_check(rule, key, 0, ENFORCED),
+            envoy,
+            seen,
+            allowed,
+            rate_per_second(rule),
+            ACTIVE_US,
+            REPORT_SECONDS * 1_000_000,
+            rule.algorithm != "token_bucket",
+        )
+        if answer.spent_us:  # a window or quota used up: nobody passes until it has room (whole seconds)
+            ttl = -(-answer.spent_us // 1_000_000) if answer.spent_us > 0 else ASSIGNMENT_TTL_SECONDS
+            return Assignment("deny_all", ttl_seconds=max(1, min(ttl, ASSIGNMENT_TTL_SECONDS)))
+        return None if answer.share < 0 else token_bucket(rule, answer.share)
 
     async def assign(self, domain: str, envoy: str, bucket: dict[str, str], allowed: int, denied: int) -> Assignment:
-        """A report: record this Envoy's demand and return its assignment."""
-        resolved = self._resolve(domain, bucket)
-        if resolved is None:
-            return ALLOW_ALL
-        rule, key = resolved
-        share, _, _ = await self.shares.report(
-            key, envoy, allowed + denied, rate_per_second(rule), ACTIVE_US, REPORT_SECONDS * 1_000_000
-        )
-        return token_bucket(rule, share)
+        """A report: record this Envoy's demand, charge what it allowed, and return its assignment."""
+        found = await self._ask(domain, envoy, bucket, allowed + denied, allowed)
+        return ALLOW_ALL if found is None else found
 
     async def refresh(self, domain: str, envoy: str, bucket: dict[str, str]) -> Assignment | None:
-        """Between reports: this Envoy's assignment as the other Envoys' demand makes it now (None: no share)."""
-        resolved = self._resolve(domain, bucket)
-        if resolved is None:
-            return ALLOW_ALL
-        rule, key = resolved
-        share, _, _ = await self.shares.report(
-            key, envoy, -1, rate_per_second(rule), ACTIVE_US, REPORT_SECONDS * 1_000_000
-        )
-        return None if share < 0 else token_bucket(rule, share)
+        """Between reports: this Envoy's assignment as the other Envoys' demand and charges make it now (None:
+        it holds no share)."""
+        return await self._ask(domain, envoy, bucket, -1, 0)

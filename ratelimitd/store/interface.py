@@ -132,16 +132,29 @@ class StatsBackend(Protocol):
     async def top(self, now: float, n: int = 20) -> dict[tuple[str, str], list[tuple[str, int]]]: ...
 
 
+class ShareAnswer(NamedTuple):
+    """One Envoy's share of a rule (requests per second; negative: it holds none), the Envoys active and busy
+    on the bucket, and whether the rule's counter is spent (> 0: us until it has room; -1: not while this
+    state lasts; 0: not spent)."""
+
+    share: float
+    active: int
+    busy: int
+    spent_us: int
+
+
 class ShareBackend(Protocol):
-    """RLQS fair shares (store/rlqs_store.py)."""
+    """RLQS fair shares and charges (store/rlqs_store.py)."""
 
     async def report(
         self,
-        key: str,
+        check: Check,
         envoy: str,
         seen: int,
+        allowed: int,
         rate: float,
         active_us: int,
         first_span_us: int,
+        deny_when_spent: bool,
         now_us: int | None = None,
-    ) -> tuple[float, int, int]: ...
+    ) -> ShareAnswer: ...

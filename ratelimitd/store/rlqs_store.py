@@ -1,11 +1,12 @@
-"""RLQS demand and fair shares in the store: one script call per bucket report (`lua/rlqs_share.lua`)."""
+"""RLQS demand, fair shares and charges in the store: one script call per bucket report (`lua/rlqs_share.lua`)."""
 
 from __future__ import annotations
 
-from ratelimitd.store.interface import StoreUnavailable
+from ratelimitd.store.checks import Check
+from ratelimitd.store.interface import ShareAnswer, StoreUnavailable
 from ratelimitd.store.redis_store import STORE_ERRORS, RedisStore
-from ratelimitd.store.script_call import Script
-from ratelimitd.store.scripts import read_lua
+from ratelimitd.store.script_call import Arg, Script
+from ratelimitd.store.scripts import rlqs_script
 
 
 class ShareStore:
@@ -13,24 +14,28 @@ class ShareStore:
 
     def __init__(self, store: RedisStore) -> None:
         self._scripts = store.redis_py
-        self._script = Script(read_lua("rlqs_share.lua"))
+        self._script = Script(rlqs_script())
 
     async def report(
         self,
-        key: str,
+        check: Check,
         envoy: str,
         seen: int,
+        allowed: int,
         rate: float,
         active_us: int,
         first_span_us: int,
+        deny_when_spent: bool,
         now_us: int | None = None,
-    ) -> tuple[float, int, int]:
-        """This Envoy's share (requests per second), the active Envoys and the busy ones, for one bucket."""
-        args = ["" if now_us is None else now_us, envoy, seen, repr(rate), active_us, first_span_us]
+    ) -> ShareAnswer:
+        """Record this Envoy's demand (`seen` -1: only read), charge `allowed` to the rule's counter
+        (`check.key`), and answer this Envoy's share with the counter's state."""
+        args: list[Arg] = ["" if now_us is None else now_us, envoy, seen, repr(rate), active_us, first_span_us]
+        args += [allowed, 1 if deny_when_spent else 0, *check.args]
         try:
-            raw = await self._scripts.run(self._script, [key], args)
+            raw = await self._scripts.run(self._script, [check.key + ":rlqs", check.key], args)
         except STORE_ERRORS as err:
             raise StoreUnavailable(f"{type(err).__name__}: {err}") from err
-        if not isinstance(raw, list) or len(raw) != 3:
+        if not isinstance(raw, list) or len(raw) != 4:
             raise StoreUnavailable(f"unexpected reply from the share script: {str(raw)[:200]}")
-        return int(raw[0]) / 1000, int(raw[1]), int(raw[2])
+        return ShareAnswer(int(raw[0]) / 1000, int(raw[1]), int(raw[2]), int(raw[3]))

@@ -34,6 +34,11 @@ def admin_script() -> str:
     return _assemble("admin.lua")
 
 
+def rlqs_script() -> str:
+    """RLQS shares and charges (lua/rlqs_share.lua)."""
+    return _assemble("rlqs_share.lua")
+
+
 def refund_script() -> str:
     """Undo a cross-slot reservation (lua/refund.lua)."""
     return _assemble("refund.lua")

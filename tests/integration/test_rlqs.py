@@ -94,14 +94,18 @@ def test_one_rate_is_shared_by_envoys_on_different_instances(pair: tuple[Service
     one, two = FakeEnvoy(a, "envoy-1"), FakeEnvoy(b, "envoy-2")
     try:
         api = {"route": "api", "user_agent": "curl"}  # extra entries the tree does not name are ignored
-        assert per_fill(one.report(api, 50)) == 10  # alone (first report: 50 over Envoy's 5 s) gets the whole rate
-        assert per_fill(two.report(api, 50)) == 5  # both busy: half each, whichever instance they talk to
+        # demand is allowed + denied; what was allowed is charged to the rule's counter (10 per second here)
+        assert per_fill(one.report(api, 0, 50)) == 10  # alone (first report: 50 over Envoy's 5 s): the whole rate
+        assert per_fill(two.report(api, 0, 50)) == 5  # both busy: half each, whichever instance they talk to
         pushed = one.inbox.get(timeout=3)  # between its reports, the first Envoy is told its smaller share
         assert isinstance(pushed, rlqs_pb2.RateLimitQuotaResponse) and per_fill(pushed) == 5
         time.sleep(1.0)
-        assert per_fill(one.report(api, 8, 12)) == 5  # demand is allowed + denied, over the store's clock
+        assert per_fill(one.report(api, 0, 20)) == 5  # demand over the store's clock
         assert per_fill(two.report(api, 0)) == 1  # idle: a floor of one per second ...
-        assert per_fill(one.report(api, 5, 15)) == 9  # ... and the rest goes to the busy one
+        assert per_fill(one.report(api, 0, 20)) == 9  # ... and the rest goes to the busy one
+        spent = one.report(api, 30).bucket_action[0].quota_assignment_action  # 30 allowed: the window is spent
+        assert spent.rate_limit_strategy.blanket_rule == Strategy.DENY_ALL
+        assert spent.assignment_time_to_live.seconds == 1  # until the 1-second window ends
 
     finally:
         one.close()
@@ -113,7 +117,7 @@ def test_unlimited_shadow_and_unknown_buckets_are_allow_all(pair: tuple[ServiceP
     envoy = FakeEnvoy(a, "envoy-3")
     try:
         for bucket in ({"route": "free"}, {"route": "trial"}, {"route": "nope"}, {"other": "x"}):
-            action = envoy.report(bucket, 100).bucket_action[0].quota_assignment_action
+            action = envoy.report(bucket, 100, 5).bucket_action[0].quota_assignment_action
             assert action.rate_limit_strategy.blanket_rule == Strategy.ALLOW_ALL, bucket
     finally:
         envoy.close()

@@ -9,6 +9,7 @@ import uuid
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from ratelimitd.store.checks import Check, CheckArgs
 from ratelimitd.store.connect import connect
 from ratelimitd.store.embedded import EmbeddedRedis
 from ratelimitd.store.rlqs_store import ShareStore
@@ -19,16 +20,22 @@ ACTIVE_US = 15_000_000
 T0 = 1_700_000_000_000_000
 
 
+def roomy() -> Check:
+    """A fixed window that is never spent: these tests are about the shares."""
+    return Check(f"t:{{{uuid.uuid4().hex}}}", CheckArgs(1, 0, 0, 10**12, 60_000_000, 0, 0, 0))
+
+
 async def shares_at_rest(store: ShareStore, rate: float, demands: list[float]) -> list[float]:
     """Every Envoy reports its demand twice (the second round sees everyone's), then the shares of round two."""
-    key = f"t:{uuid.uuid4().hex}"
+    check = roomy()
     out: list[float] = []
     for rnd in (1, 2):
         out = []
         for i, d in enumerate(demands):
             now = T0 + rnd * REPORT_US + i
-            share, _, _ = await store.report(key, f"e{i}", round(d * 5), rate, ACTIVE_US, REPORT_US, now)
-            out.append(share)
+            seen = round(d * 5)
+            answer = await store.report(check, f"e{i}", seen, seen, rate, ACTIVE_US, REPORT_US, True, now)
+            out.append(answer.share)
     return out
 
 
@@ -64,14 +71,37 @@ async def test_shares_are_bounded_fair_and_never_zero(
 async def test_an_envoy_gone_quiet_gives_its_share_back(default_redis: EmbeddedRedis) -> None:
     client = connect(default_redis.url)
     store = ShareStore(client)
-    key = f"t:{uuid.uuid4().hex}"
+    check = roomy()
     try:
         for i in range(2):
-            await store.report(key, f"e{i}", 500, 10.0, ACTIVE_US, REPORT_US, T0 + i)
-        share, active, _ = await store.report(key, "e0", 500, 10.0, ACTIVE_US, REPORT_US, T0 + REPORT_US)
-        assert (share, active) == (5.0, 2)
+            await store.report(check, f"e{i}", 500, 0, 10.0, ACTIVE_US, REPORT_US, True, T0 + i)
+        answer = await store.report(check, "e0", 500, 0, 10.0, ACTIVE_US, REPORT_US, True, T0 + REPORT_US)
+        assert (answer.share, answer.active) == (5.0, 2)
         later = T0 + REPORT_US + ACTIVE_US + 1  # e1 has not reported for longer than the active window
-        share, active, _ = await store.report(key, "e0", 500, 10.0, ACTIVE_US, REPORT_US, later)
-        assert (share, active) == (10.0, 1)
+        answer = await store.report(check, "e0", 500, 0, 10.0, ACTIVE_US, REPORT_US, True, later)
+        assert (answer.share, answer.active) == (10.0, 1)
+    finally:
+        await client.close()
+
+
+async def test_allowed_requests_are_charged_to_the_rules_counter_until_it_is_spent(
+    default_redis: EmbeddedRedis,
+) -> None:
+    client = connect(default_redis.url)
+    store = ShareStore(client)
+    window = Check(f"t:{{{uuid.uuid4().hex}}}", CheckArgs(1, 0, 0, 10, 60_000_000, 0, 0, 0))  # 10 per minute
+    start = T0 - T0 % 60_000_000
+    try:
+        first = await store.report(window, "e0", 6, 6, 10 / 60, ACTIVE_US, REPORT_US, True, start + 1_000_000)
+        assert first.spent_us == 0
+        second = await store.report(window, "e1", 7, 5, 10 / 60, ACTIVE_US, REPORT_US, True, start + 2_000_000)
+        assert second.spent_us == 58_000_000  # 11 charged of 10: no room until the window ends
+        peek = await store.report(window, "e0", -1, 0, 10 / 60, ACTIVE_US, REPORT_US, True, start + 3_000_000)
+        assert peek.spent_us == 57_000_000  # a refresh sees it too, and charges nothing
+        assert await client.client.hget(window.key, "c") == b"11"  # the RLS path's own counter
+        again = await store.report(window, "e0", 1, 1, 10 / 60, ACTIVE_US, REPORT_US, True, start + 61_000_000)
+        assert again.spent_us == 0  # the next window
+        bucket = await store.report(window, "e0", 50, 50, 10 / 60, ACTIVE_US, REPORT_US, False, start + 62_000_000)
+        assert bucket.spent_us == 0  # not asked: a token bucket is governed by the shares alone
     finally:
         await client.close()
