@@ -9,6 +9,7 @@ from ratelimitd.config.matcher import match
 from ratelimitd.config.models import DomainModel, max_requests_per_unit
 from ratelimitd.config.rules import Rule
 from ratelimitd.engine.admin import describe_rule, rule_changes
+from ratelimitd.engine.rlqs import under_rlqs
 from ratelimitd.store.keys import KeyEncoder
 
 _load = load_or_report
@@ -53,6 +54,7 @@ def explain(path: str, domain: str, entries: list[tuple[str, str]], prefix: str,
             "quota_mode": rule.quota_mode,
         },
         "redis_key": None if rule.unlimited else keys.key(keys.rule_part(rule.domain, rule.ident), m.counter_values),
+        "rlqs": under_rlqs(rule),
     }
     print(json.dumps(out, indent=2, ensure_ascii=False))
     return 0

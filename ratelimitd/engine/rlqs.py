@@ -29,6 +29,7 @@ ASSIGNMENT_TTL_SECONDS = 2 * REPORT_SECONDS + 1  # survives one lost report
 ACTIVE_US = 3 * REPORT_SECONDS * 1_000_000  # an Envoy silent this long no longer holds a share
 MAX_BUCKETS_PER_STREAM = 1000
 REFRESH_SECONDS = 1.0
+RLQS_MIN_PER_REPORT = 10
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,3 +107,26 @@ class RlqsEngine:
         """Between reports: this Envoy's assignment as the other Envoys' demand and charges make it now (None:
         it holds no share)."""
         return await self._ask(domain, envoy, bucket, -1, 0)
+
+
+def under_rlqs(rule: Rule) -> dict[str, object]:
+    """What a rule would get under RLQS, for `config explain`: the rate that is shared, how it is pushed, the
+    over-admission bound and a verdict. RLQS suits a rule that sees at least `RLQS_MIN_PER_REPORT` requests per
+    report interval; a small strict limit (5 logins per 5 minutes) would be overrun by the report lag alone."""
+    if rule.unlimited or rule.shadow_mode:
+        return {"assignment": "ALLOW_ALL", "suits_rlqs": True}
+    rate = rate_per_second(rule)
+    burst = rule.burst if rule.algorithm == "token_bucket" and rule.burst else rate
+    per_report = rate * REPORT_SECONDS
+    return {
+        "assignment": "token_bucket: each Envoy's max-min fair share of the rate, refilled every second",
+        "rate_per_second": round(rate, 6),
+        "deny_all_when_spent": rule.algorithm != "token_bucket",
+        "over_admission_per_envoy": round(per_report + burst, 3),  # rate x report lag + burst
+        "suits_rlqs": per_report >= RLQS_MIN_PER_REPORT,
+        "advice": (
+            "suits RLQS: Envoy enforces it locally"
+            if per_report >= RLQS_MIN_PER_REPORT
+            else f"keep on the RLS path: under {RLQS_MIN_PER_REPORT} requests per {REPORT_SECONDS} s report interval"
+        ),
+    }

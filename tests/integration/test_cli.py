@@ -102,6 +102,7 @@ def test_config_explain_names_rule_algorithm_and_key() -> None:
     assert out["rule"]["unit_multiplier"] == 5 and out["redis_key"].startswith("rl:{api|")
     assert out["rule"]["largest_requests_per_unit"] == 10_000  # sliding_log's bound
     assert out["redis_key"].endswith("|10.0.0.1|%2Flogin}")
+    assert out["rlqs"]["suits_rlqs"] is False and out["rlqs"]["advice"].startswith("keep on the RLS path")
     nothing = json.loads(
         ratelimitd("config", "explain", str(EXAMPLES), "--domain", "api", "--descriptor", "nope=x").stdout
     )
