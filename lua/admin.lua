@@ -3,8 +3,7 @@
 -- ARGV[1] 'adjust_quota', ARGV[2] delta (units added to this period's allowance; negative takes away),
 -- then the 8 check fields of batch.lua. KEYS[1] the quota key.
 -- Returns {allowance - used (may be negative), used, granted, reset_after_us}.
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local now = script_now(nil)
 if ARGV[1] ~= 'adjust_quota' then
   return redis.error_reply('ratelimitd: unknown admin operation')
 end

@@ -14,13 +14,7 @@
 -- enforced checks denied, quota_mode checks, quota_mode checks denied (the counts let a cluster combine the
 -- verdicts of a request's per-slot parts), then per check: admitted (1/0), remaining, reset_after_us,
 -- retry_after_us}, where remaining and reset_after describe the state after this request (-1 for "never").
-local now
-if ARGV[1] ~= '' then
-  now = tonumber(ARGV[1])
-else
-  local t = redis.call('TIME')
-  now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-end
+local now = script_now(ARGV[1])
 
 local out = { now }
 local ai, ki = 3, 1

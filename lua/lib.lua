@@ -24,6 +24,15 @@ local function ttl_ms(us)
   return ms
 end
 
+-- The time in microseconds: `override` (tests pass one) or, when it is '', Redis TIME (never the caller's clock).
+local function script_now(override)
+  if override ~= nil and override ~= '' then
+    return tonumber(override)
+  end
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000000 + tonumber(t[2])
+end
+
 -- Cost 0 is a peek: it consumes nothing but still needs one unit of room to report OK.
 local function needed(cost)
   if cost < 1 then

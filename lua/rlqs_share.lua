@@ -19,13 +19,7 @@
 -- rate. Entries of Envoys gone quiet are dropped. Returns {share * 1000, active Envoys, busy Envoys, spent}:
 -- spent > 0 is the time (us) until the counter has room again; -1 for "not while this state lasts".
 local key = KEYS[1]
-local now
-if ARGV[1] ~= '' then
-  now = tonumber(ARGV[1])
-else
-  local t = redis.call('TIME')
-  now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-end
+local now = script_now(ARGV[1])
 local me, seen, rate = ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
 local active_us, first_span = tonumber(ARGV[5]), tonumber(ARGV[6])
 

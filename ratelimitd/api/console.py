@@ -9,8 +9,8 @@ from importlib.resources import files
 
 from aiohttp import web
 
+from ratelimitd.api.domains_admin import Authorize, Handler, guarded
 from ratelimitd.engine.fleet_stats import FleetStats
-from ratelimitd.store.interface import StoreUnavailable
 
 CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; "
@@ -24,8 +24,6 @@ SECURITY_HEADERS = {
 }
 ASSETS = {"index.html": "text/html", "app.js": "text/javascript", "app.css": "text/css"}
 
-Authorize = Callable[[web.Request], str | None]
-
 
 def add_console_routes(app: web.Application, stats: FleetStats, authorize: Authorize) -> None:
     root = files("ratelimitd").joinpath("console")
@@ -38,19 +36,14 @@ def add_console_routes(app: web.Application, stats: FleetStats, authorize: Autho
         body, kind = found
         return web.Response(body=body, content_type=kind, charset="utf-8", headers=SECURITY_HEADERS)
 
-    def guarded(read: Callable[[], Awaitable[dict[str, object]]]) -> Callable[[web.Request], Awaitable[web.Response]]:
-        async def handle(request: web.Request) -> web.Response:
-            if authorize(request) is None:
-                return web.json_response({"error": "admin calls need 'Authorization: Bearer <token>'"}, status=401)
-            try:
-                return web.json_response(await read(), headers={"Cache-Control": "no-store"})
-            except StoreUnavailable:
-                return web.json_response({"error": "store unavailable"}, status=503)
+    def reading(read: Callable[[], Awaitable[dict[str, object]]]) -> Handler:
+        async def handle(request: web.Request, who: str) -> web.StreamResponse:
+            return web.json_response(await read(), headers={"Cache-Control": "no-store"})
 
-        return handle
+        return guarded(authorize, handle)
 
     app.router.add_get("/console", asset)
     app.router.add_get("/console/", asset)
     app.router.add_get("/console/{name}", asset)
-    app.router.add_get("/v1/admin/stats", guarded(stats.overview))
-    app.router.add_get("/v1/admin/top-keys", guarded(stats.top_keys))
+    app.router.add_get("/v1/admin/stats", reading(stats.overview))
+    app.router.add_get("/v1/admin/top-keys", reading(stats.top_keys))

@@ -33,20 +33,25 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 Authorize = Callable[[web.Request], str | None]
 
 
-def add_domain_routes(app: web.Application, editor: LimitsEditor, authorize: Authorize) -> None:
-    def guarded(action: Callable[[web.Request, str], Awaitable[web.StreamResponse]]) -> Handler:
-        async def handle(request: web.Request) -> web.StreamResponse:
-            who = authorize(request)
-            if who is None:
-                return web.json_response({"error": "admin calls need 'Authorization: Bearer <token>'"}, status=401)
-            try:
-                return await action(request, who)
-            except LimitsError as err:
-                return web.json_response({"error": str(err), "problems": err.problems}, status=STATUS[err.kind][0])
-            except StoreUnavailable:
-                return web.json_response({"error": "store unavailable"}, status=503)
+def guarded(authorize: Authorize, action: Callable[[web.Request, str], Awaitable[web.StreamResponse]]) -> Handler:
+    """An admin HTTP handler: 401 without a valid token, else `action(request, who)` with refusals mapped
+    (LimitsError through STATUS, the store down to 503)."""
 
-        return handle
+    async def handle(request: web.Request) -> web.StreamResponse:
+        who = authorize(request)
+        if who is None:
+            return web.json_response({"error": "admin calls need 'Authorization: Bearer <token>'"}, status=401)
+        try:
+            return await action(request, who)
+        except LimitsError as err:
+            return web.json_response({"error": str(err), "problems": err.problems}, status=STATUS[err.kind][0])
+        except StoreUnavailable:
+            return web.json_response({"error": "store unavailable"}, status=503)
+
+    return handle
+
+
+def add_domain_routes(app: web.Application, editor: LimitsEditor, authorize: Authorize) -> None:
 
     def precondition(request: web.Request) -> str:
         return parse_precondition(request.headers.get("If-Match"), request.headers.get("If-None-Match"))
@@ -105,14 +110,14 @@ def add_domain_routes(app: web.Application, editor: LimitsEditor, authorize: Aut
     async def restore(request: web.Request, who: str) -> web.StreamResponse:
         return web.json_response(await editor.restore(who))
 
-    app.router.add_get("/v1/admin/domains", guarded(listing))
-    app.router.add_post("/v1/admin/restore-domains", guarded(restore))
-    app.router.add_get("/v1/admin/domains/{domain}", guarded(get))
-    app.router.add_put("/v1/admin/domains/{domain}", guarded(put))
-    app.router.add_delete("/v1/admin/domains/{domain}", guarded(delete))
-    app.router.add_get("/v1/admin/domains/{domain}/history", guarded(history))
-    app.router.add_post("/v1/admin/domains/{domain}/rollback", guarded(rollback))
-    app.router.add_post("/v1/admin/domains/{domain}/validate", guarded(validate))
+    app.router.add_get("/v1/admin/domains", guarded(authorize, listing))
+    app.router.add_post("/v1/admin/restore-domains", guarded(authorize, restore))
+    app.router.add_get("/v1/admin/domains/{domain}", guarded(authorize, get))
+    app.router.add_put("/v1/admin/domains/{domain}", guarded(authorize, put))
+    app.router.add_delete("/v1/admin/domains/{domain}", guarded(authorize, delete))
+    app.router.add_get("/v1/admin/domains/{domain}/history", guarded(authorize, history))
+    app.router.add_post("/v1/admin/domains/{domain}/rollback", guarded(authorize, rollback))
+    app.router.add_post("/v1/admin/domains/{domain}/validate", guarded(authorize, validate))
 
 
 class DomainRpcs:

@@ -12,7 +12,6 @@ pushes a bucket's assignment again when other Envoys' demand has changed it (che
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -25,7 +24,6 @@ from ratelimitd.engine.rlqs import REFRESH_SECONDS, Assignment, RlqsEngine
 from ratelimitd.metrics import Metrics
 from ratelimitd.store.interface import StoreUnavailable
 
-log = logging.getLogger(__name__)
 ENVOY_ID_METADATA = "ratelimitd-envoy-id"
 MAX_USAGES = 1000
 MAX_TEXT = 256
