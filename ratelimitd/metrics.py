@@ -175,7 +175,20 @@ class Metrics:
         self.rlqs_reports = Counter("ratelimitd_rlqs_reports", "RLQS usage reports received", registry=r)
         self.rlqs_assignments = Counter("ratelimitd_rlqs_assignments", "RLQS bucket assignments pushed", registry=r)
         self.rlqs_buckets_refused = Counter(
-            "ratelimitd_rlqs_buckets_refused", "RLQS buckets over a stream's cap (no assignment)", registry=r
+            "ratelimitd_rlqs_buckets_refused",
+            "new RLQS buckets given no assignment: over the per-stream or the per-process cap",
+            ("cap",),
+            registry=r,
+        )
+        self.rlqs_buckets = Gauge(
+            "ratelimitd_rlqs_buckets", "RLQS buckets held by open streams", registry=r, multiprocess_mode="livesum"
+        )
+        self.rlqs_abandoned = Counter("ratelimitd_rlqs_abandoned", "idle RLQS buckets abandoned", registry=r)
+        self.rlqs_requests = Counter(
+            "ratelimitd_rlqs_requests",
+            "requests Envoys reported over RLQS, per rule, as they enforced them (allowed or denied)",
+            ("domain", "key", "verdict"),
+            registry=r,
         )
         self.stored_limits_lost = Gauge(
             "ratelimitd_stored_limits_lost",
@@ -268,6 +281,20 @@ class Metrics:
         else:
             c.within_limit += cost
             fleet[1] += cost
+
+    def record_reported(self, rule: Rule, values: tuple[str, ...], allowed: int, denied: int) -> None:
+        """What an Envoy reported over RLQS for one rule: per-rule counters, and the console's fleet view (as
+        allowed and over-limit hits, so RLQS traffic shows beside the RLS path's)."""
+        for verdict, n in (("allowed", allowed), ("denied", denied)):
+            if n:
+                self.rlqs_requests.labels(rule.domain, rule.stats_key, verdict).inc(n)
+        fleet = self._fleet.get(id(rule))
+        if fleet is None:
+            fleet = self._fleet[id(rule)] = [rule, 0, 0, 0, 0]
+        fleet[1] += allowed
+        fleet[2] += denied
+        if denied:
+            self._count_denied((rule.domain, rule.stats_key), values, denied)
 
     def _count_denied(self, rid: tuple[str, str], values: tuple[str, ...], cost: int) -> None:
         """Denied hits by descriptor values (a digest of them with --hash-values), at most MAX_DENIED_VALUES

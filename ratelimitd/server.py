@@ -249,7 +249,13 @@ class Service:
         check = (native.Check, native_pb.CheckRequest, native_pb.CheckResponse, native_decode)
         add_check_methods(server, NATIVE_SERVICE, {"Check": check})
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
-        rlqs = RlqsService(RlqsEngine(self.holder, ShareStore(store), engine.keys), self.metrics)
+        rlqs = RlqsService(
+            RlqsEngine(self.holder, ShareStore(store), engine.keys, self.metrics),
+            self.metrics,
+            s.rlqs_max_buckets_per_stream,
+            s.rlqs_max_buckets,
+            s.rlqs_abandon_after,
+        )
         rlqs_pb2_grpc.add_RateLimitQuotaServiceServicer_to_server(rlqs, server)
         names = [SERVICE_NAME, NATIVE_SERVICE, RLQS_SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME]
         token = admin_tokens(s)

@@ -41,6 +41,9 @@ class Settings:
     max_worker_restarts: int = 5
     worker_restart_window: float = 60.0
     local_cache_size: int = 100_000
+    rlqs_max_buckets_per_stream: int = 1000
+    rlqs_max_buckets: int = 100_000
+    rlqs_abandon_after: float = 60.0
 
 
 def env_name(flag: str) -> str:
@@ -138,6 +141,9 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
     )
     _flag(p, "worker-restart-window", "seconds over which a worker's deaths are counted (restarts back off meanwhile)")
     _flag(p, "local-cache-size", "keys remembered as over their limit until their reset (0: off)")
+    _flag(p, "rlqs-max-buckets-per-stream", "RLQS buckets one Envoy stream may hold; new ones past it get none")
+    _flag(p, "rlqs-max-buckets", "RLQS buckets all streams of one worker may hold; new ones past it get none")
+    _flag(p, "rlqs-abandon-after", "seconds an RLQS bucket may be reported idle before it is abandoned")
     _flag(p, "expose-store-time", "send decision order (store time:seq) as trailing metadata ratelimitd-store-order")
 
 

@@ -5,8 +5,11 @@ Envoys are told apart by the `ratelimitd-envoy-id` stream metadata (set it in th
 (Envoy 1.40 sends `time_elapsed` 0 first) but bounded: at most `MAX_USAGES` buckets per report, 16 entries per
 bucket id, 256 bytes per key or value; anything larger ends the stream with INVALID_ARGUMENT. A stream holds at
 most `max_buckets` buckets: a new one beyond that gets no assignment (Envoy's `no_assignment_behavior` applies;
-counted). A bucket reported idle (0/0) for `abandon_after` seconds is abandoned. Between reports the stream
-pushes a bucket's assignment again when other Envoys' demand has changed it (checked every second).
+counted), and so does one past `max_total` buckets over all streams of this process (Envoy's ids are
+caller-controlled: built from request headers). A bucket reported idle (0/0) for `abandon_after` seconds is
+abandoned; a stream's buckets are released when it ends (Envoy re-reports them on its new stream). Between
+reports the stream pushes a bucket's assignment again when other Envoys' demand has changed it (checked every
+second).
 """
 
 from __future__ import annotations
@@ -55,10 +58,20 @@ class _Stream:
 
 
 class RlqsService(rlqs_pb2_grpc.RateLimitQuotaServiceServicer):  # type: ignore[misc]
-    def __init__(self, engine: RlqsEngine, metrics: Metrics, abandon_after: float = 60.0) -> None:
+    def __init__(
+        self,
+        engine: RlqsEngine,
+        metrics: Metrics,
+        max_per_stream: int = 1000,
+        max_total: int = 100_000,
+        abandon_after: float = 60.0,
+    ) -> None:
         self.engine = engine
         self.metrics = metrics
+        self.max_per_stream = max_per_stream
+        self.max_total = max_total
         self.abandon_after = abandon_after
+        self.held = 0  # buckets held by all open streams of this process
 
     async def StreamRateLimitQuotas(
         self, requests: AsyncIterator[rlqs_pb2.RateLimitQuotaUsageReports], context: grpc.aio.ServicerContext
@@ -79,6 +92,18 @@ class RlqsService(rlqs_pb2_grpc.RateLimitQuotaServiceServicer):  # type: ignore[
         finally:
             for task in tasks:
                 task.cancel()
+            self._release(len(stream.buckets))
+            stream.buckets.clear()
+
+    def _release(self, n: int) -> None:
+        self.held -= n
+        self.metrics.rlqs_buckets.dec(n)
+
+    def _refused(self, stream: _Stream) -> str | None:
+        """Which cap a new bucket would break, if any."""
+        if len(stream.buckets) >= self.max_per_stream:
+            return "stream"
+        return "process" if self.held >= self.max_total else None
 
     async def _read(self, requests: AsyncIterator[rlqs_pb2.RateLimitQuotaUsageReports], stream: _Stream) -> None:
         try:
@@ -104,9 +129,14 @@ class RlqsService(rlqs_pb2_grpc.RateLimitQuotaServiceServicer):  # type: ignore[
                 raise _Invalid("a bucket id has more than 16 entries or a longer key/value")
             ident = tuple(sorted(bucket.items()))
             known = stream.buckets.get(ident)
-            if known is None and len(stream.buckets) >= self.engine.max_buckets:
-                self.metrics.rlqs_buckets_refused.inc()
-                continue
+            if known is None:
+                cap = self._refused(stream)
+                if cap is not None:
+                    self.metrics.rlqs_buckets_refused.labels(cap).inc()
+                    continue
+                self.held += 1
+                self.metrics.rlqs_buckets.inc()
+                stream.buckets[ident] = (bucket, now, None)
             seen = usage.num_requests_allowed + usage.num_requests_denied
             last_busy = now if seen or known is None else known[1]
             action = response.bucket_action.add()
@@ -114,6 +144,8 @@ class RlqsService(rlqs_pb2_grpc.RateLimitQuotaServiceServicer):  # type: ignore[
             if now - last_busy > self.abandon_after:
                 action.abandon_action.SetInParent()
                 del stream.buckets[ident]
+                self._release(1)
+                self.metrics.rlqs_abandoned.inc()
                 continue
             try:
                 assignment = await self.engine.assign(

@@ -1,8 +1,9 @@
 """RLQS: Envoy enforces token buckets that ratelimitd assigns, and ratelimitd splits each rule's rate among the
 Envoys using it, through the store, so every instance and every Envoy sees one fair split.
 
-A report's bucket id (an unordered map) is matched against the domain's descriptor tree (`match_map`); no rule,
-an `unlimited` or a `shadow_mode` rule: ALLOW_ALL. Otherwise one script call records this Envoy's demand
+A report's bucket id (an unordered map) is matched against the domain's descriptor tree (`match_map`); no rule
+or an `unlimited` rule: ALLOW_ALL; a `shadow_mode` rule: ALLOW_ALL with what Envoy allowed still charged and
+counted. Otherwise one script call records this Envoy's demand
 (allowed + denied since its last report, over the store's clock) and returns its max-min fair share, pushed as a
 token bucket refilled every second. Envoy 1.40 notices a changed bucket only by `tokens_per_fill` or
 `max_tokens` (not the fill interval), takes whole-second TTLs, and reports every 5 s (shared/reference/rlqs.md).
@@ -20,6 +21,7 @@ from dataclasses import dataclass
 from ratelimitd.config.holder import ConfigHolder
 from ratelimitd.config.matcher import match_map
 from ratelimitd.config.rules import Rule
+from ratelimitd.metrics import Metrics
 from ratelimitd.store.checks import ENFORCED, build_check
 from ratelimitd.store.interface import ShareBackend
 from ratelimitd.store.keys import KeyEncoder
@@ -27,7 +29,6 @@ from ratelimitd.store.keys import KeyEncoder
 REPORT_SECONDS = 5  # Envoy 1.40's fixed reporting interval
 ASSIGNMENT_TTL_SECONDS = 2 * REPORT_SECONDS + 1  # survives one lost report
 ACTIVE_US = 3 * REPORT_SECONDS * 1_000_000  # an Envoy silent this long no longer holds a share
-MAX_BUCKETS_PER_STREAM = 1000
 REFRESH_SECONDS = 1.0
 RLQS_MIN_PER_REPORT = 10
 
@@ -59,30 +60,35 @@ def token_bucket(rule: Rule, share: float) -> Assignment:
 
 
 class RlqsEngine:
-    def __init__(
-        self, holder: ConfigHolder, shares: ShareBackend, keys: KeyEncoder, max_buckets: int = MAX_BUCKETS_PER_STREAM
-    ) -> None:
+    def __init__(self, holder: ConfigHolder, shares: ShareBackend, keys: KeyEncoder, metrics: Metrics) -> None:
         self.holder = holder
         self.shares = shares
         self.keys = keys
-        self.max_buckets = max_buckets
+        self.metrics = metrics
 
-    def _resolve(self, domain: str, bucket: dict[str, str]) -> tuple[Rule, str] | None:
-        """The limited rule a bucket falls under and its counter key (the RLS path's); None for ALLOW_ALL."""
+    def _resolve(self, domain: str, bucket: dict[str, str]) -> tuple[Rule, tuple[str, ...], str] | None:
+        """The rule a bucket falls under, its descriptor values and its counter key (the RLS path's); None for
+        no rule or an unlimited one (ALLOW_ALL)."""
         d = self.holder.current.domains.get(domain)
         if d is None:
             return None
         found, _ = match_map(d.tree, bucket)
-        if found is None or found.rule.unlimited or found.rule.shadow_mode:
-            return None  # shadow_mode: usage is reported, never enforced
-        rule = found.rule
-        return rule, self.keys.key(self.keys.rule_part(rule.domain, rule.ident), found.counter_values)
+        if found is None or found.rule.unlimited:
+            return None
+        rule, values = found.rule, found.counter_values
+        return rule, values, self.keys.key(self.keys.rule_part(rule.domain, rule.ident), values)
 
-    async def _ask(self, domain: str, envoy: str, bucket: dict[str, str], seen: int, allowed: int) -> Assignment | None:
+    async def _ask(
+        self, domain: str, envoy: str, bucket: dict[str, str], seen: int, allowed: int, denied: int = 0
+    ) -> Assignment | None:
         resolved = self._resolve(domain, bucket)
         if resolved is None:
             return ALLOW_ALL
-        rule, key = resolved
+        rule, values, key = resolved
+        if seen >= 0:
+            self.metrics.record_reported(rule, values, allowed, denied)
+        elif rule.shadow_mode:
+            return ALLOW_ALL
         answer = await self.shares.report(
             build_check(rule, key, 0, ENFORCED),
             envoy,
@@ -93,6 +99,8 @@ class RlqsEngine:
             REPORT_SECONDS * 1_000_000,
             rule.algorithm != "token_bucket",
         )
+        if rule.shadow_mode:
+            return ALLOW_ALL  # usage charged and counted, never enforced
         if answer.spent_us:  # a window or quota used up: nobody passes until it has room (whole seconds)
             ttl = -(-answer.spent_us // 1_000_000) if answer.spent_us > 0 else ASSIGNMENT_TTL_SECONDS
             return Assignment("deny_all", ttl_seconds=max(1, min(ttl, ASSIGNMENT_TTL_SECONDS)))
@@ -100,7 +108,7 @@ class RlqsEngine:
 
     async def assign(self, domain: str, envoy: str, bucket: dict[str, str], allowed: int, denied: int) -> Assignment:
         """A report: record this Envoy's demand, charge what it allowed, and return its assignment."""
-        found = await self._ask(domain, envoy, bucket, allowed + denied, allowed)
+        found = await self._ask(domain, envoy, bucket, allowed + denied, allowed, denied)
         return ALLOW_ALL if found is None else found
 
     async def refresh(self, domain: str, envoy: str, bucket: dict[str, str]) -> Assignment | None:

@@ -3,7 +3,9 @@ with the example config: no call to ratelimitd per request, and the rule's rate 
 
 from __future__ import annotations
 
+import json
 import re
+import signal
 import time
 import urllib.request
 from pathlib import Path
@@ -38,9 +40,11 @@ def start_envoy(tmp: Path, rls_port: int, name: str) -> tuple[Process, int]:
     return proc, edge
 
 
-def metric(svc: ServiceProcess, name: str) -> float:
+def metric(svc: ServiceProcess, name: str, labels: str = "") -> float:
+    """The sum of a metric's samples whose labels contain every one of `labels` (comma-separated)."""
     text = urllib.request.urlopen(f"http://127.0.0.1:{svc.http_port}/metrics", timeout=5).read().decode()
-    return sum(float(v) for v in re.findall(rf"^{name}(?:{{[^}}]*}})? (\S+)$", text, re.M))
+    found = re.findall(rf"^{name}(?:{{([^}}]*)}})? (\S+)$", text, re.M)
+    return sum(float(v) for got, v in found if all(x in got for x in labels.split(",") if x))
 
 
 def test_one_envoy_alone_gets_the_whole_rate_and_asks_nothing_per_request(tmp_path: Path) -> None:
@@ -114,4 +118,114 @@ def test_two_envoys_on_two_instances_share_one_rate(tmp_path: Path) -> None:
     finally:
         for p in envoys:
             p.stop()
+        store.close()
+
+
+TOKEN = "rlqs-e2e-token"
+
+
+def statuses(url: str, seconds: float, headers: dict[str, str] | None = None) -> list[tuple[float, int]]:
+    """(seconds since start, status) of requests sent every 20 ms for `seconds`."""
+    out: list[tuple[float, int]] = []
+    start = time.monotonic()
+    while (now := time.monotonic() - start) < seconds:
+        out.append((now, http_get(url, headers)[0]))
+        time.sleep(max(0.0, start + now + 0.02 - time.monotonic()))
+    return out
+
+
+def runs(seen: list[tuple[float, int]]) -> list[tuple[int, float, float]]:
+    """Runs of one status: (status, first time, last time)."""
+    out: list[tuple[int, float, float]] = []
+    for t, status in seen:
+        if out and out[-1][0] == status:
+            out[-1] = (status, out[-1][1], t)
+        else:
+            out.append((status, t, t))
+    return out
+
+
+def wait_for(what: str, ok: object, seconds: float) -> float:
+    """Poll `ok()` every 50 ms; the time it took."""
+    start = time.monotonic()
+    while not ok():  # type: ignore[operator]
+        assert time.monotonic() - start < seconds, f"{what}: not within {seconds} s"
+        time.sleep(0.05)
+    return time.monotonic() - start
+
+
+def reset(svc: ServiceProcess, customer: str) -> None:
+    body = json.dumps(
+        {"domain": "web", "entries": [{"key": "route", "value": "plan"}, {"key": "customer", "value": customer}]}
+    )
+    req = urllib.request.Request(
+        f"http://127.0.0.1:{svc.http_port}/v1/admin/reset",
+        data=body.encode(),
+        headers={"Authorization": f"Bearer {TOKEN}"},
+    )
+    urllib.request.urlopen(req, timeout=5).read()
+
+
+def test_quota_kill_restart_and_abandon(tmp_path: Path) -> None:
+    """A calendar quota spent → 429 for that customer until it is reset; ratelimitd killed → Envoy keeps its last
+    assignment until the TTL, then its expired-assignment fallback (DENY_ALL for 3 s), then no_assignment
+    (ALLOW_ALL); restarted → assignments again within 6 s; idle buckets abandoned and not reported again; no
+    per-request RLS call throughout."""
+    store = EmbeddedRedis().start()
+    envoy: Process | None = None
+    try:
+        svc = ServiceProcess(EXAMPLE / "limits.yaml", store.url, "--rlqs-abandon-after", "6", "--admin-token", TOKEN)
+        with svc.start():
+            envoy, edge = start_envoy(tmp_path, svc.grpc_port, "envoy-1")
+            plan = f"http://127.0.0.1:{edge}/plan"
+            c1, c2 = {"x-customer": "c1"}, {"x-customer": "c2"}
+            # Before its first assignment c1's bucket is under the no_assignment fallback (ALLOW_ALL), then it
+            # holds the 1-token-per-second floor share a 5-per-day rate gets. Once Envoy has let 6 through and
+            # reported them, they are charged to c1's quota, which is then spent: DENY_ALL for c1 only.
+            allowed, deadline = 0, time.monotonic() + 15
+            while allowed < 6:
+                assert time.monotonic() < deadline, allowed
+                allowed += http_get(plan, c1)[0] == 200
+                time.sleep(0.05)
+            charged = 'key="route_plan.customer",verdict="allowed"'
+            wait_for("c1's report", lambda: metric(svc, "ratelimitd_rlqs_requests_total", charged) >= allowed, 8)
+            time.sleep(0.3)
+            assert {s for _, s in statuses(plan, 1.0, c1)} == {429}
+            assert http_get(plan, c2)[0] == 200
+            reset(svc, "c1")  # an admin reset (or a new day): pushed within about a second
+            wait_for("c1 allowed after the reset", lambda: http_get(plan, c1)[0] == 200, 3)
+
+            api = f"http://127.0.0.1:{edge}/api/x"
+            limited = lambda: 429 in [http_get(api)[0] for _ in range(30)]  # noqa: E731
+            wait_for("/api limited", limited, 8)
+            assert metric(svc, "ratelimit_service_total_requests") == 0  # no per-request RLS call
+
+            svc.stop(signal.SIGKILL)
+            seen = runs(statuses(api, 17.0))
+            # the last assignment (11 s TTL) goes on limiting: 200s and 429s mixed, then only 429 (DENY_ALL) for
+            # about the 3 s fallback, then only 200 (no assignment: ALLOW_ALL)
+            long_runs = [(s, round(b - a, 1), round(a, 1)) for s, a, b in seen if b - a >= 1.5]
+            assert [s for s, *_ in long_runs][-2:] == [429, 200], long_runs
+            denied = long_runs[-2]
+            assert 2.0 <= denied[1] <= 4.0 and 4.0 <= denied[2] <= 13.0, long_runs
+            assert any(s == 200 for s, a, _ in seen if a < denied[2]), "the last assignment was not kept until its TTL"
+
+            svc.start()
+            took = wait_for(
+                "an assignment after the restart", lambda: metric(svc, "ratelimitd_rlqs_assignments_total") >= 1, 7
+            )
+            assert took <= 6.0
+            wait_for("/api limited again", limited, 3)
+
+            # no more traffic: every bucket is reported idle, abandoned after 6 s, and Envoy stops reporting it
+            wait_for("buckets abandoned", lambda: metric(svc, "ratelimitd_rlqs_buckets") == 0, 18)
+            assert metric(svc, "ratelimitd_rlqs_abandoned_total") >= 2  # c1 and /api at least
+            assigned = metric(svc, "ratelimitd_rlqs_assignments_total")
+            time.sleep(5.5)  # one more report interval: a bucket reported again would be held and assigned again
+            assert metric(svc, "ratelimitd_rlqs_buckets") == 0
+            assert metric(svc, "ratelimitd_rlqs_assignments_total") == assigned
+            assert metric(svc, "ratelimit_service_total_requests") == 0
+    finally:
+        if envoy is not None:
+            envoy.stop()
         store.close()

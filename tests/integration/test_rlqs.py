@@ -4,11 +4,15 @@ unmatched, unlimited and shadow buckets are ALLOW_ALL; garbage ends the stream w
 
 from __future__ import annotations
 
+import json
 import queue
+import re
 import threading
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -29,7 +33,9 @@ descriptors:
   - key: route
     value: trial
     shadow_mode: true
-    rate_limit: {unit: second, requests_per_unit: 1}
+    rate_limit: {unit: hour, requests_per_unit: 100}
+  - key: user
+    rate_limit: {unit: hour, requests_per_unit: 1000}
 """
 Reports = rlqs_pb2.RateLimitQuotaUsageReports
 Strategy = ratelimit_strategy_pb2.RateLimitStrategy
@@ -56,10 +62,14 @@ class FakeEnvoy:
             self.inbox.put(err)
 
     def report(self, bucket: dict[str, str], allowed: int, denied: int = 0) -> rlqs_pb2.RateLimitQuotaResponse:
+        return self.report_many([(bucket, allowed, denied)])
+
+    def report_many(self, usages: list[tuple[dict[str, str], int, int]]) -> rlqs_pb2.RateLimitQuotaResponse:
         reports = Reports(domain="web")
-        usage = reports.bucket_quota_usages.add()
-        usage.bucket_id.bucket.update(bucket)
-        usage.num_requests_allowed, usage.num_requests_denied = allowed, denied
+        for bucket, allowed, denied in usages:
+            usage = reports.bucket_quota_usages.add()
+            usage.bucket_id.bucket.update(bucket)
+            usage.num_requests_allowed, usage.num_requests_denied = allowed, denied
         while not self.inbox.empty():  # earlier pushes
             self.inbox.get_nowait()
         self.outbox.put(reports)
@@ -76,6 +86,21 @@ def per_fill(answer: rlqs_pb2.RateLimitQuotaResponse) -> int:
     action = answer.bucket_action[0].quota_assignment_action
     assert action.assignment_time_to_live.seconds == 11
     return int(action.rate_limit_strategy.token_bucket.tokens_per_fill.value)
+
+
+def answered(answer: rlqs_pb2.RateLimitQuotaResponse) -> list[str]:
+    """The bucket ids (their `user` or `route` value) the answer carries an assignment for."""
+    return [
+        a.bucket_id.bucket.get("user") or a.bucket_id.bucket["route"]
+        for a in answer.bucket_action
+        if a.HasField("quota_assignment_action")
+    ]
+
+
+def metric(svc: ServiceProcess, name: str, labels: str = "") -> float:
+    text = urllib.request.urlopen(f"http://127.0.0.1:{svc.http_port}/metrics", timeout=5).read().decode()
+    found = re.findall(rf"^{name}{{([^}}]*)}} (\S+)$|^{name} (\S+)$", text, re.M)
+    return sum(float(v or plain) for got, v, plain in found if all(x in got for x in labels.split(",") if x))
 
 
 @pytest.fixture
@@ -131,3 +156,75 @@ def test_garbage_reports_end_the_stream_with_a_clear_error(pair: tuple[ServicePr
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "16 entries" in (err.value.details() or "")
     envoy.close()
     assert a.proc is not None and a.proc.poll() is None and "Traceback" not in a.log_text()
+
+
+TOKEN = "rlqs-test-token"
+
+
+def admin(svc: ServiceProcess, path: str, body: dict[str, object] | None = None) -> Any:
+    req = urllib.request.Request(
+        f"http://127.0.0.1:{svc.http_port}{path}",
+        data=None if body is None else json.dumps(body).encode(),
+        headers={"Authorization": f"Bearer {TOKEN}"},
+    )
+    with urllib.request.urlopen(req, timeout=5) as r:
+        return json.load(r)
+
+
+def test_caps_abandon_and_what_is_counted(tmp_path: Path) -> None:
+    """Bucket caps per stream and per process (no assignment, counted by cap; a closed stream frees its share of
+    the process cap), idle buckets abandoned, reported traffic counted per rule, charged to the RLS path's counter
+    (shadow rules too) and shown in the console's fleet view."""
+    store = EmbeddedRedis().start()
+    (tmp_path / "web.yaml").write_text(CONFIG)
+    caps = ("--rlqs-max-buckets-per-stream", "2", "--rlqs-max-buckets", "3", "--rlqs-abandon-after", "1")
+    try:
+        with ServiceProcess(tmp_path, store.url, *caps, "--admin-token", TOKEN).start() as svc:
+            one, two = FakeEnvoy(svc, "envoy-1"), FakeEnvoy(svc, "envoy-2")
+            try:
+                u = [{"user": f"u{i}"} for i in range(6)]
+                assert answered(one.report_many([(u[0], 5, 1), (u[1], 0, 0), (u[2], 1, 0)])) == ["u0", "u1"]
+                assert metric(svc, "ratelimitd_rlqs_buckets_refused_total", 'cap="stream"') == 1
+                assert answered(two.report_many([(u[3], 1, 0), (u[4], 1, 0)])) == ["u3"]  # 3 held in this process
+                assert metric(svc, "ratelimitd_rlqs_buckets_refused_total", 'cap="process"') == 1
+                assert metric(svc, "ratelimitd_rlqs_buckets") == 3
+                assert answered(one.report(u[0], 2)) == ["u0"]  # a held bucket is answered at the cap
+                one.close()  # its two buckets are released
+                deadline = time.monotonic() + 5
+                while metric(svc, "ratelimitd_rlqs_buckets") != 1:
+                    assert time.monotonic() < deadline, "a closed stream's buckets were not released"
+                    time.sleep(0.05)
+                assert answered(two.report(u[5], 1)) == ["u5"]
+
+                # per rule, as reported (the `user` rule: 5 + 1 + 1 + 1 allowed, 1 denied; refused buckets not)
+                assert metric(svc, "ratelimitd_rlqs_requests_total", 'key="user",verdict="allowed"') == 9
+                assert metric(svc, "ratelimitd_rlqs_requests_total", 'key="user",verdict="denied"') == 1
+                usage = admin(svc, "/v1/admin/usage", {"domain": "web", "entries": [{"key": "user", "value": "u0"}]})
+                assert usage["state"]["remaining"] == 1000 - 7
+                three = FakeEnvoy(svc, "envoy-3")
+                assert answered(three.report({"route": "trial"}, 4)) == ["trial"]  # shadow: ALLOW_ALL, charged
+                usage = admin(
+                    svc, "/v1/admin/usage", {"domain": "web", "entries": [{"key": "route", "value": "trial"}]}
+                )
+                assert usage["state"]["remaining"] == 100 - 4
+
+                deadline = time.monotonic() + 5  # the fleet view (pushed every second)
+                while True:
+                    rules = admin(svc, "/v1/admin/stats")["rules"]
+                    series = next(r["series"] for r in rules if r["rule"] == "user")
+                    if [sum(row[i] for row in series) for i in (1, 2)] == [9, 1]:
+                        break
+                    assert time.monotonic() < deadline, series
+                    time.sleep(0.2)
+
+                time.sleep(1.2)  # u5 idle for longer than --rlqs-abandon-after
+                idle = two.report(u[5], 0).bucket_action[0]
+                assert idle.HasField("abandon_action")
+                assert metric(svc, "ratelimitd_rlqs_abandoned_total") == 1
+                assert metric(svc, "ratelimitd_rlqs_buckets") == 2  # u3 and trial
+                three.close()
+            finally:
+                one.close()
+                two.close()
+    finally:
+        store.close()
