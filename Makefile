@@ -22,7 +22,7 @@ LATEST      := .venv-latest
 
 
 .PHONY: audit
-.PHONY: chromium install run test lint test-latest lock unit test-deep bench bench-quick bench-threads bench-store-clients bench-remote-store bench-deps clean proto e2e-deps nginx
+.PHONY: chromium install run test lint test-latest lock unit test-deep bench bench-quick bench-threads bench-store-clients bench-remote-store bench-rlqs bench-deps clean proto e2e-deps nginx
 
 # uv, pinned by hash, in a small venv of its own (the machine has only Python and pip).
 $(UV): requirements/uv.txt
@@ -110,8 +110,13 @@ bench-deps: $(UV)
 	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nghttp2-client) >/dev/null 2>&1; \
 	  fi; command -v h2load >/dev/null 2>&1 || { echo "h2load (nghttp2-client) is required"; exit 1; }; }
 
-bench: bench-deps
+bench: bench-deps $(ENVOY_STAMP)
 	$(BIN)/python -m benchmarks.run
+	$(BIN)/python -m benchmarks.rlqs
+
+# Envoy enforcing one limit through RLQS against the same limit through RLS: traffic per ratelimitd CPU second.
+bench-rlqs: bench-deps $(ENVOY_STAMP)
+	$(BIN)/python -m benchmarks.rlqs
 
 bench-quick: bench-deps
 	$(BIN)/python -m benchmarks.run --quick

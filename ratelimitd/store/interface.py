@@ -157,4 +157,5 @@ class ShareBackend(Protocol):
         first_span_us: int,
         deny_when_spent: bool,
         now_us: int | None = None,
+        window_us: int = 0,
     ) -> ShareAnswer: ...

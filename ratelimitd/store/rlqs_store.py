@@ -27,11 +27,13 @@ class ShareStore:
         first_span_us: int,
         deny_when_spent: bool,
         now_us: int | None = None,
+        window_us: int = 0,
     ) -> ShareAnswer:
         """Record this Envoy's demand (`seen` -1: only read), charge `allowed` to the rule's counter
-        (`check.key`), and answer this Envoy's share with the counter's state."""
+        (`check.key`; the current window's part of it when the report spans more than `window_us`), and answer
+        this Envoy's share with the counter's state."""
         args: list[Arg] = ["" if now_us is None else now_us, envoy, seen, repr(rate), active_us, first_span_us]
-        args += [allowed, 1 if deny_when_spent else 0, *check.args]
+        args += [allowed, 1 if deny_when_spent else 0, window_us, *check.args]
         try:
             raw = await self._scripts.run(self._script, [check.key + ":rlqs", check.key], args)
         except STORE_ERRORS as err:

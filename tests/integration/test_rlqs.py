@@ -36,6 +36,9 @@ descriptors:
     rate_limit: {unit: hour, requests_per_unit: 100}
   - key: user
     rate_limit: {unit: hour, requests_per_unit: 1000}
+  - key: route
+    value: batch
+    rate_limit: {unit: minute, requests_per_unit: 60}
 """
 Reports = rlqs_pb2.RateLimitQuotaUsageReports
 Strategy = ratelimit_strategy_pb2.RateLimitStrategy
@@ -128,9 +131,13 @@ def test_one_rate_is_shared_by_envoys_on_different_instances(pair: tuple[Service
         assert per_fill(one.report(api, 0, 20)) == 5  # demand over the store's clock
         assert per_fill(two.report(api, 0)) == 1  # idle: a floor of one per second ...
         assert per_fill(one.report(api, 0, 20)) == 9  # ... and the rest goes to the busy one
-        spent = one.report(api, 30).bucket_action[0].quota_assignment_action  # 30 allowed: the window is spent
+        # a one-second window is over before the next report: the shares alone hold it, never DENY_ALL
+        assert per_fill(one.report(api, 30)) == 9
+        batch = {"route": "batch"}  # a minute window outlives a report: once spent, DENY_ALL until it has room
+        assert per_fill(one.report(batch, 30)) == 1
+        spent = one.report(batch, 40).bucket_action[0].quota_assignment_action
         assert spent.rate_limit_strategy.blanket_rule == Strategy.DENY_ALL
-        assert spent.assignment_time_to_live.seconds == 1  # until the 1-second window ends
+        assert 1 <= spent.assignment_time_to_live.seconds <= 11  # until the window ends, re-sent at each report
 
     finally:
         one.close()

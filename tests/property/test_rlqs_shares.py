@@ -57,7 +57,8 @@ async def test_shares_are_bounded_fair_and_never_zero(
     assert all(s > 0 for s in shares)
     busy = [i for i, d in enumerate(measured) if d > 0]
     idle = [i for i, d in enumerate(measured) if d == 0]
-    floor = min(1.0, rate / len(demands))
+    even = rate / len(demands)
+    floor = min(even, max(1.0, even / 10)) if busy else even  # a tenth of an equal split; all of it if none is busy
     assert all(abs(shares[i] - floor) < 0.002 for i in idle)
     left = rate - floor * len(idle)
     if busy and sum(measured[i] for i in busy) <= left:  # enough for everyone: each gets at least its demand,
@@ -103,5 +104,27 @@ async def test_allowed_requests_are_charged_to_the_rules_counter_until_it_is_spe
         assert again.spent_us == 0  # the next window
         bucket = await store.report(window, "e0", 50, 50, 10 / 60, ACTIVE_US, REPORT_US, False, start + 62_000_000)
         assert bucket.spent_us == 0  # not asked: a token bucket is governed by the shares alone
+    finally:
+        await client.close()
+
+
+async def test_a_report_spanning_several_windows_charges_the_current_windows_part(
+    default_redis: EmbeddedRedis,
+) -> None:
+    """Envoy reports every 5 s; 40 allowed over those 5.1 s on a 10-per-second window is under 8 per second:
+    only the current window's part (40 x 1 s / 5.1 s, rounded: 8) is charged, so the window is not spent. Charged in
+    whole, it would be spent (40 of 10) although the rate was never reached."""
+    client = connect(default_redis.url)
+    store = ShareStore(client)
+    window = Check(f"t:{{{uuid.uuid4().hex}}}", CheckArgs(1, 0, 0, 10, 1_000_000, 0, 0, 0))  # 10 per second
+    start = T0 - T0 % 1_000_000
+    try:
+        await store.report(window, "e0", 0, 0, 10.0, ACTIVE_US, REPORT_US, True, start, window_us=1_000_000)
+        later = start + REPORT_US + 100_000
+        answer = await store.report(window, "e0", 40, 40, 10.0, ACTIVE_US, REPORT_US, True, later, window_us=1_000_000)
+        assert answer.spent_us == 0
+        assert await client.client.hget(window.key, "c") == b"8"
+        whole = await store.report(window, "e1", 40, 40, 10.0, ACTIVE_US, REPORT_US, True, later + 1)
+        assert whole.spent_us > 0  # without the window (0): everything charged, the window spent
     finally:
         await client.close()
