@@ -178,8 +178,8 @@ def report(runs: dict[tuple[str, str], list[Run]], seconds: float, rounds: int) 
         f"One Envoy 1.40 per path (`--concurrency 1`), one ratelimitd worker, one Redis; /api limited to 50,000 "
         f"requests/s (neither path reaches it), /search to 1,000/s; h2load {STREAMS} streams in flight, {rounds} "
         f"alternating round(s) of {seconds:g} s, medians (a run touches one window more than its seconds, so "
-        "allowed/s on /search can exceed 1,000 by up to one window's worth divided by the run). Enforced = answered 200 or 429 by Envoy's filter. Machine: 2 cores shared by Envoy, h2load, ratelimitd "
-        "and Redis.",
+        "allowed/s on /search can exceed 1,000 by up to one window's worth divided by the run). Enforced = "
+        "answered 200 or 429 by Envoy's filter. Machine: 2 cores shared by Envoy, h2load, ratelimitd and Redis.",
         "",
         "| route | path | enforced req/s | allowed/s | denied/s | ratelimitd CPU s per 1,000 enforced | Redis script "
         "calls per 1,000 | Redis commands per 1,000 | **enforced requests per ratelimitd CPU second** | Envoy CPU s "
