@@ -154,7 +154,10 @@ def measure(
 
 def median_run(runs: list[Run]) -> Run:
     first = runs[0]
-    med = lambda f: statistics.median(getattr(r, f) for r in runs)  # noqa: E731
+
+    def med(name: str) -> float:
+        return float(statistics.median(getattr(r, name) for r in runs))
+
     return Run(
         first.route,
         first.path,
