@@ -180,6 +180,9 @@ class Metrics:
             ("cap",),
             registry=r,
         )
+        self.rlqs_open_streams = Gauge(
+            "ratelimitd_rlqs_open_streams", "RLQS streams open now", registry=r, multiprocess_mode="livesum"
+        )
         self.rlqs_buckets = Gauge(
             "ratelimitd_rlqs_buckets", "RLQS buckets held by open streams", registry=r, multiprocess_mode="livesum"
         )

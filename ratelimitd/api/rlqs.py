@@ -9,7 +9,8 @@ counted), and so does one past `max_total` buckets over all streams of this proc
 caller-controlled: built from request headers). A bucket reported idle (0/0) for `abandon_after` seconds is
 abandoned; a stream's buckets are released when it ends (Envoy re-reports them on its new stream). Between
 reports the stream pushes a bucket's assignment again when other Envoys' demand has changed it (checked every
-second).
+second, for at most `REFRESH_PER_SECOND` buckets per stream: with more, they take turns, so a stream's refresh
+costs at most 200 store calls a second and a bucket is re-read at least once per report interval up to 1,000).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from ratelimitd.store.interface import StoreUnavailable
 ENVOY_ID_METADATA = "ratelimitd-envoy-id"
 MAX_USAGES = 1000
 MAX_TEXT = 256
+REFRESH_PER_SECOND = 200  # most buckets one stream re-reads per second between reports (one script call each)
 Strategy = ratelimit_strategy_pb2.RateLimitStrategy
 Ident = tuple[tuple[str, str], ...]
 
@@ -54,6 +56,7 @@ class _Stream:
         self.envoy = envoy
         self.domain = domain
         self.buckets: dict[Ident, tuple[dict[str, str], float, Assignment | None]] = {}
+        self.cursor = 0  # where the next refresh round starts when there are more than it takes
         self.out: asyncio.Queue[rlqs_pb2.RateLimitQuotaResponse | None] = asyncio.Queue()
 
 
@@ -79,6 +82,7 @@ class RlqsService(rlqs_pb2_grpc.RateLimitQuotaServiceServicer):  # type: ignore[
         meta = dict(context.invocation_metadata() or ())
         stream = _Stream(str(meta.get(ENVOY_ID_METADATA) or f"stream-{uuid.uuid4().hex}")[:MAX_TEXT])
         self.metrics.rlqs_streams.inc()
+        self.metrics.rlqs_open_streams.inc()
         tasks = [asyncio.create_task(self._read(requests, stream)), asyncio.create_task(self._refresh(stream))]
         try:
             while (response := await stream.out.get()) is not None:
@@ -94,6 +98,7 @@ class RlqsService(rlqs_pb2_grpc.RateLimitQuotaServiceServicer):  # type: ignore[
                 task.cancel()
             self._release(len(stream.buckets))
             stream.buckets.clear()
+            self.metrics.rlqs_open_streams.dec()
 
     def _release(self, n: int) -> None:
         self.held -= n
@@ -165,9 +170,16 @@ class RlqsService(rlqs_pb2_grpc.RateLimitQuotaServiceServicer):  # type: ignore[
         while True:
             await asyncio.sleep(REFRESH_SECONDS)
             response = rlqs_pb2.RateLimitQuotaResponse()
-            for ident, (bucket, last_busy, sent) in list(stream.buckets.items()):
-                if sent is None or sent.kind == "allow_all":
+            idents = list(stream.buckets)
+            if len(idents) > REFRESH_PER_SECOND:  # bounded store calls: take the buckets in turns
+                stream.cursor %= len(idents)
+                idents = (idents[stream.cursor :] + idents[: stream.cursor])[:REFRESH_PER_SECOND]
+                stream.cursor += REFRESH_PER_SECOND
+            for ident in idents:
+                held = stream.buckets.get(ident)
+                if held is None or held[2] is None or held[2].kind == "allow_all":
                     continue
+                bucket, last_busy, sent = held
                 try:
                     now_assigned = await self.engine.refresh(stream.domain, stream.envoy, bucket)
                 except StoreUnavailable:

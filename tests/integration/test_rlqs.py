@@ -195,6 +195,7 @@ def test_caps_abandon_and_what_is_counted(tmp_path: Path) -> None:
                 assert answered(two.report_many([(u[3], 1, 0), (u[4], 1, 0)])) == ["u3"]  # 3 held in this process
                 assert metric(svc, "ratelimitd_rlqs_buckets_refused_total", 'cap="process"') == 1
                 assert metric(svc, "ratelimitd_rlqs_buckets") == 3
+                assert metric(svc, "ratelimitd_rlqs_open_streams") == 2
                 assert answered(one.report(u[0], 2)) == ["u0"]  # a held bucket is answered at the cap
                 one.close()  # its two buckets are released
                 deadline = time.monotonic() + 5
@@ -202,6 +203,7 @@ def test_caps_abandon_and_what_is_counted(tmp_path: Path) -> None:
                     assert time.monotonic() < deadline, "a closed stream's buckets were not released"
                     time.sleep(0.05)
                 assert answered(two.report(u[5], 1)) == ["u5"]
+                assert metric(svc, "ratelimitd_rlqs_open_streams") == 1
 
                 # per rule, as reported (the `user` rule: 5 + 1 + 1 + 1 allowed, 1 denied; refused buckets not)
                 assert metric(svc, "ratelimitd_rlqs_requests_total", 'key="user",verdict="allowed"') == 9
