@@ -104,3 +104,24 @@ def test_master_failover_without_restart(service: ServiceProcess, cluster: Local
         nodes = redis.Redis(port=alive.port).execute_command("CLUSTER", "NODES")
         raise AssertionError(f"{err}\nCLUSTER NODES:\n{nodes}\nservice log:\n{service.log_text()[-3000:]}") from err
     assert answered >= 1 and time.monotonic() - started < 30
+
+
+def test_rlqs_shares_and_charges_on_every_slot(service: ServiceProcess) -> None:
+    """RLQS on the cluster: each bucket's share hash sits in its counter's slot (one script call per report), what
+    Envoy allowed is charged to the counter the RLS path reads, and a spent hourly limit is DENY_ALL."""
+    from envoy.type.v3 import ratelimit_strategy_pb2
+
+    from tests.integration.test_rlqs import FakeEnvoy
+
+    envoy = FakeEnvoy(service, "envoy-c", domain="c")
+    try:
+        users = [uuid.uuid4().hex for _ in range(8)]
+        for u in users:
+            action = envoy.report({"user": u}, 2).bucket_action[0].quota_assignment_action
+            assert action.rate_limit_strategy.HasField("token_bucket"), u
+            codes = [service.check("c", [("user", u)]).overall_code for _ in range(2)]
+            assert codes == [RLS.OK, RLS.OVER_LIMIT], u  # 2 of 3 charged by the report
+            spent = envoy.report({"user": u}, 0).bucket_action[0].quota_assignment_action
+            assert spent.rate_limit_strategy.blanket_rule == ratelimit_strategy_pb2.RateLimitStrategy.DENY_ALL, u
+    finally:
+        envoy.close()

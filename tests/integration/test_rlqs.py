@@ -47,7 +47,8 @@ Strategy = ratelimit_strategy_pb2.RateLimitStrategy
 class FakeEnvoy:
     """One RLQS stream, as Envoy opens it; `report` sends one usage report and waits for the answer."""
 
-    def __init__(self, svc: ServiceProcess, name: str) -> None:
+    def __init__(self, svc: ServiceProcess, name: str, domain: str = "web") -> None:
+        self.domain = domain
         self.outbox: queue.Queue[rlqs_pb2.RateLimitQuotaUsageReports | None] = queue.Queue()
         stub = rlqs_pb2_grpc.RateLimitQuotaServiceStub(grpc.insecure_channel(svc.target))
         self.answers = stub.StreamRateLimitQuotas(
@@ -68,7 +69,7 @@ class FakeEnvoy:
         return self.report_many([(bucket, allowed, denied)])
 
     def report_many(self, usages: list[tuple[dict[str, str], int, int]]) -> rlqs_pb2.RateLimitQuotaResponse:
-        reports = Reports(domain="web")
+        reports = Reports(domain=self.domain)
         for bucket, allowed, denied in usages:
             usage = reports.bucket_quota_usages.add()
             usage.bucket_id.bucket.update(bucket)
