@@ -4,7 +4,7 @@ Envoys are told apart by the `ratelimitd-envoy-id` stream metadata (set it in th
 `rlqs_server.google_grpc`/`envoy_grpc` `initial_metadata`), by stream otherwise. Reports are read leniently
 (Envoy 1.40 sends `time_elapsed` 0 first) but bounded: at most `MAX_USAGES` buckets per report, 16 entries per
 bucket id, 256 bytes per key or value; anything larger ends the stream with INVALID_ARGUMENT. A stream holds at
-most `max_buckets` buckets: a new one beyond that gets no assignment (Envoy's `no_assignment_behavior` applies;
+most `max_per_stream` buckets: a new one beyond that gets no assignment (Envoy's `no_assignment_behavior` applies;
 counted), and so does one past `max_total` buckets over all streams of this process (Envoy's ids are
 caller-controlled: built from request headers). A bucket reported idle (0/0) for `abandon_after` seconds is
 abandoned; a stream's buckets are released when it ends (Envoy re-reports them on its new stream). Between
