@@ -2,7 +2,11 @@
 
 It decodes the real RateLimitRequest and returns a fixed OK RateLimitResponse, nothing else.
 Flavours: grpc.aio on uvloop, or the sync grpc.server with a thread pool; N processes share the port
-(SO_REUSEPORT). Usage: python -m benchmarks.baseline_server --port P [--flavour aio|sync] [--procs N] [--pin]
+(SO_REUSEPORT). The `-redis` flavours also make one Redis script call per request (an INCR per descriptor,
+through ratelimitd's own store client on aio, redis-py with hiredis per thread on sync): the floor of any
+design that asks Redis once per request, for `benchmarks/experiments/latency_floor.py`.
+Usage: python -m benchmarks.baseline_server --port P [--flavour aio|sync|aio-redis|sync-redis] [--procs N]
+[--pin] [--redis-url URL]
 """
 
 from __future__ import annotations
@@ -24,6 +28,11 @@ METHOD = "ShouldRateLimit"
 SERVICE = "envoy.service.ratelimit.v3.RateLimitService"
 OK = rls_pb2.RateLimitResponse(overall_code=rls_pb2.RateLimitResponse.OK)
 OPTIONS = [("grpc.so_reuseport", 1)]
+SCRIPT = "for i = 1, #KEYS do redis.call('INCR', KEYS[i]) end return #KEYS"
+
+
+def _keys(request: rls_pb2.RateLimitRequest) -> list[str]:
+    return ["floor:" + "|".join(e.value for e in d.entries) for d in request.descriptors]
 
 
 def _handler(fn: Any) -> grpc.GenericRpcHandler:
@@ -55,6 +64,50 @@ def run_aio(port: int) -> None:
 
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         runner.run(main())
+
+
+def run_aio_redis(port: int, redis_url: str) -> None:
+    import uvloop
+
+    from ratelimitd.store.connect import connect
+    from ratelimitd.store.script_call import Script
+
+    async def main() -> None:
+        store = connect(redis_url)
+        script = Script(SCRIPT)
+
+        async def should_rate_limit(request: rls_pb2.RateLimitRequest, context: Any) -> rls_pb2.RateLimitResponse:
+            await store.scripts.run(script, _keys(request), [])
+            return OK
+
+        server = grpc.aio.server(options=OPTIONS)
+        server.add_generic_rpc_handlers((_handler(should_rate_limit),))
+        server.add_insecure_port(f"127.0.0.1:{port}")
+        await server.start()
+        stop = asyncio.Event()
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+        await stop.wait()
+        await server.stop(0)
+
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(main())
+
+
+def run_sync_redis(port: int, redis_url: str) -> None:
+    import redis
+
+    local = threading.local()
+
+    def should_rate_limit(request: rls_pb2.RateLimitRequest, context: Any) -> rls_pb2.RateLimitResponse:
+        client = getattr(local, "client", None)
+        if client is None:
+            client = local.client = redis.Redis.from_url(redis_url)
+            local.sha = client.script_load(SCRIPT)
+        keys = _keys(request)
+        client.evalsha(local.sha, len(keys), *keys)
+        return OK
+
+    serve_sync(port, should_rate_limit, threads=16)
 
 
 def run_sync(port: int) -> None:
@@ -108,15 +161,22 @@ def run_processes(target: Callable[..., None], args: Sequence[tuple[Any, ...]], 
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--port", type=int, required=True)
-    p.add_argument("--flavour", choices=("aio", "sync"), default="aio")
+    p.add_argument("--flavour", choices=("aio", "sync", "aio-redis", "sync-redis"), default="aio")
+    p.add_argument("--redis-url", help="the -redis flavours' store")
     p.add_argument("--procs", type=int, default=1)
     p.add_argument("--pin", action="store_true", help="keep each process on one CPU (round robin)")
     a = p.parse_args()
-    target = run_aio if a.flavour == "aio" else run_sync
+    targets: dict[str, tuple[Callable[..., None], tuple[Any, ...]]] = {
+        "aio": (run_aio, (a.port,)),
+        "sync": (run_sync, (a.port,)),
+        "aio-redis": (run_aio_redis, (a.port, a.redis_url)),
+        "sync-redis": (run_sync_redis, (a.port, a.redis_url)),
+    }
+    target, args = targets[a.flavour]
     if a.procs == 1:
-        target(a.port)
+        target(*args)
         return
-    run_processes(target, [(a.port,)] * a.procs, a.pin)
+    run_processes(target, [args] * a.procs, a.pin)
 
 
 if __name__ == "__main__":
