@@ -39,9 +39,9 @@ def main() -> int:
     store = EmbeddedRedis().start()
     servers = [
         bare_server("bare sync x2 pinned", "sync", 2, pin=True),
-        bare_server("bare aio x2", "aio", 2),
+        bare_server("bare aio x2 pinned", "aio", 2, pin=True),
         with_redis(bare_server("sync + 1 Redis call x2 pinned", "sync-redis", 2, pin=True), store.url),
-        with_redis(bare_server("aio + 1 Redis call x2", "aio-redis", 2), store.url),
+        with_redis(bare_server("aio + 1 Redis call x2 pinned", "aio-redis", 2, pin=True), store.url),
         ratelimitd_server("ratelimitd x2", store.url, 2),
     ]
     try:
