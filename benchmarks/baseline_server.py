@@ -44,17 +44,14 @@ def _handler(fn: Any) -> grpc.GenericRpcHandler:
     return grpc.method_handlers_generic_handler(SERVICE, {METHOD: method})
 
 
-def run_aio(port: int) -> None:
+def serve_aio(port: int, make_handler: Callable[[], Callable[..., Any]]) -> None:
+    """ShouldRateLimit on grpc.aio under uvloop until SIGTERM, answered by the handler `make_handler()` builds on
+    the running loop (a store client must be made there)."""
     import uvloop
-
-    async def should_rate_limit(request: rls_pb2.RateLimitRequest, context: Any) -> rls_pb2.RateLimitResponse:
-        for d in request.descriptors:  # touch the decoded request, as a real handler must
-            _ = d.entries[0].value if d.entries else None
-        return OK
 
     async def main() -> None:
         server = grpc.aio.server(options=OPTIONS)
-        server.add_generic_rpc_handlers((_handler(should_rate_limit),))
+        server.add_generic_rpc_handlers((_handler(make_handler()),))
         server.add_insecure_port(f"127.0.0.1:{port}")
         await server.start()
         stop = asyncio.Event()
@@ -66,13 +63,20 @@ def run_aio(port: int) -> None:
         runner.run(main())
 
 
-def run_aio_redis(port: int, redis_url: str) -> None:
-    import uvloop
+def run_aio(port: int) -> None:
+    async def should_rate_limit(request: rls_pb2.RateLimitRequest, context: Any) -> rls_pb2.RateLimitResponse:
+        for d in request.descriptors:  # touch the decoded request, as a real handler must
+            _ = d.entries[0].value if d.entries else None
+        return OK
 
+    serve_aio(port, lambda: should_rate_limit)
+
+
+def run_aio_redis(port: int, redis_url: str) -> None:
     from ratelimitd.store.connect import connect
     from ratelimitd.store.script_call import Script
 
-    async def main() -> None:
+    def build() -> Callable[..., Any]:
         store = connect(redis_url)
         script = Script(SCRIPT)
 
@@ -80,17 +84,9 @@ def run_aio_redis(port: int, redis_url: str) -> None:
             await store.scripts.run(script, _keys(request), [])
             return OK
 
-        server = grpc.aio.server(options=OPTIONS)
-        server.add_generic_rpc_handlers((_handler(should_rate_limit),))
-        server.add_insecure_port(f"127.0.0.1:{port}")
-        await server.start()
-        stop = asyncio.Event()
-        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
-        await stop.wait()
-        await server.stop(0)
+        return should_rate_limit
 
-    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        runner.run(main())
+    serve_aio(port, build)
 
 
 def run_sync_redis(port: int, redis_url: str) -> None:
