@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -100,6 +101,14 @@ class ServiceProcess:
         code = self.stop()
         if exc_type is None:
             assert code == 0, f"ratelimitd exited with {code}:\n{self.log_text()}"
+
+    def metric(self, name: str, labels: str = "") -> float:
+        """The sum of a metric's samples on /metrics whose labels contain every one of `labels` (comma-separated
+        `key="value"` parts)."""
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.http_port}/metrics", timeout=5) as r:
+            text = r.read().decode()
+        found = re.findall(rf"^{name}(?:{{([^}}]*)}})? (\S+)$", text, re.M)
+        return sum(float(v) for got, v in found if all(x in got for x in labels.split(",") if x))
 
     def log_text(self) -> str:
         """Everything the process wrote (JSON log lines)."""

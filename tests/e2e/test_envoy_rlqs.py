@@ -4,7 +4,6 @@ with the example config: no call to ratelimitd per request, and the rule's rate 
 from __future__ import annotations
 
 import json
-import re
 import signal
 import time
 import urllib.request
@@ -40,13 +39,6 @@ def start_envoy(tmp: Path, rls_port: int, name: str) -> tuple[Process, int]:
     return proc, edge
 
 
-def metric(svc: ServiceProcess, name: str, labels: str = "") -> float:
-    """The sum of a metric's samples whose labels contain every one of `labels` (comma-separated)."""
-    text = urllib.request.urlopen(f"http://127.0.0.1:{svc.http_port}/metrics", timeout=5).read().decode()
-    found = re.findall(rf"^{name}(?:{{([^}}]*)}})? (\S+)$", text, re.M)
-    return sum(float(v) for got, v in found if all(x in got for x in labels.split(",") if x))
-
-
 def test_one_envoy_alone_gets_the_whole_rate_and_asks_nothing_per_request(tmp_path: Path) -> None:
     store = EmbeddedRedis().start()
     try:
@@ -55,7 +47,7 @@ def test_one_envoy_alone_gets_the_whole_rate_and_asks_nothing_per_request(tmp_pa
             try:
                 assert http_get(f"http://127.0.0.1:{edge}/api/x")[0] == 200  # the bucket's first report
                 deadline = time.monotonic() + 10
-                while metric(svc, "ratelimitd_rlqs_assignments_total") < 1:
+                while svc.metric("ratelimitd_rlqs_assignments_total") < 1:
                     assert time.monotonic() < deadline, "no assignment pushed"
                     time.sleep(0.1)
                 time.sleep(1.1)  # a full bucket: 10 tokens
@@ -68,7 +60,7 @@ def test_one_envoy_alone_gets_the_whole_rate_and_asks_nothing_per_request(tmp_pa
                 assert 32 <= allowed <= 48, (allowed, denied)  # 10 burst + 10/s for 3 s, ± 20%
                 assert denied > 0
                 assert http_get(f"http://127.0.0.1:{edge}/other")[0] == 200  # no bucket: never limited
-                assert metric(svc, "ratelimit_service_total_requests") == 0  # no per-request RLS call
+                assert svc.metric("ratelimit_service_total_requests") == 0  # no per-request RLS call
             finally:
                 envoy.stop()
     finally:
@@ -99,7 +91,7 @@ def test_two_envoys_on_two_instances_share_one_rate(tmp_path: Path) -> None:
             for edge in (edge1, edge2):
                 assert http_get(f"http://127.0.0.1:{edge}/api/x")[0] == 200
             deadline = time.monotonic() + 10
-            while metric(a, "ratelimitd_rlqs_assignments_total") + metric(b, "ratelimitd_rlqs_assignments_total") < 2:
+            while a.metric("ratelimitd_rlqs_assignments_total") + b.metric("ratelimitd_rlqs_assignments_total") < 2:
                 assert time.monotonic() < deadline, "no assignments pushed"
                 time.sleep(0.1)
             time.sleep(1.1)
@@ -114,7 +106,7 @@ def test_two_envoys_on_two_instances_share_one_rate(tmp_path: Path) -> None:
             ok = [r.count(200) for r in results]
             assert sum(ok) <= 1.3 * (10 * 4 + 10), ok  # the rule's 10/s and its burst, for both together
             assert all(0.35 * sum(ok) <= n <= 0.65 * sum(ok) for n in ok), ok  # each near half
-            assert metric(a, "ratelimit_service_total_requests") + metric(b, "ratelimit_service_total_requests") == 0
+            assert a.metric("ratelimit_service_total_requests") + b.metric("ratelimit_service_total_requests") == 0
     finally:
         for p in envoys:
             p.stop()
@@ -188,7 +180,7 @@ def test_quota_kill_restart_and_abandon(tmp_path: Path) -> None:
                 allowed += http_get(plan, c1)[0] == 200
                 time.sleep(0.05)
             charged = 'key="route_plan.customer",verdict="allowed"'
-            wait_for("c1's report", lambda: metric(svc, "ratelimitd_rlqs_requests_total", charged) >= allowed, 8)
+            wait_for("c1's report", lambda: svc.metric("ratelimitd_rlqs_requests_total", charged) >= allowed, 8)
             time.sleep(0.3)
             assert {s for _, s in statuses(plan, 1.0, c1)} == {429}
             assert http_get(plan, c2)[0] == 200
@@ -198,7 +190,7 @@ def test_quota_kill_restart_and_abandon(tmp_path: Path) -> None:
             api = f"http://127.0.0.1:{edge}/api/x"
             limited = lambda: 429 in [http_get(api)[0] for _ in range(30)]  # noqa: E731
             wait_for("/api limited", limited, 8)
-            assert metric(svc, "ratelimit_service_total_requests") == 0  # no per-request RLS call
+            assert svc.metric("ratelimit_service_total_requests") == 0  # no per-request RLS call
 
             svc.stop(signal.SIGKILL)
             seen = runs(statuses(api, 17.0))
@@ -212,19 +204,19 @@ def test_quota_kill_restart_and_abandon(tmp_path: Path) -> None:
 
             svc.start()
             took = wait_for(
-                "an assignment after the restart", lambda: metric(svc, "ratelimitd_rlqs_assignments_total") >= 1, 7
+                "an assignment after the restart", lambda: svc.metric("ratelimitd_rlqs_assignments_total") >= 1, 7
             )
             assert took <= 6.0
             wait_for("/api limited again", limited, 3)
 
             # no more traffic: every bucket is reported idle, abandoned after 6 s, and Envoy stops reporting it
-            wait_for("buckets abandoned", lambda: metric(svc, "ratelimitd_rlqs_buckets") == 0, 18)
-            assert metric(svc, "ratelimitd_rlqs_abandoned_total") >= 2  # c1 and /api at least
-            assigned = metric(svc, "ratelimitd_rlqs_assignments_total")
+            wait_for("buckets abandoned", lambda: svc.metric("ratelimitd_rlqs_buckets") == 0, 18)
+            assert svc.metric("ratelimitd_rlqs_abandoned_total") >= 2  # c1 and /api at least
+            assigned = svc.metric("ratelimitd_rlqs_assignments_total")
             time.sleep(5.5)  # one more report interval: a bucket reported again would be held and assigned again
-            assert metric(svc, "ratelimitd_rlqs_buckets") == 0
-            assert metric(svc, "ratelimitd_rlqs_assignments_total") == assigned
-            assert metric(svc, "ratelimit_service_total_requests") == 0
+            assert svc.metric("ratelimitd_rlqs_buckets") == 0
+            assert svc.metric("ratelimitd_rlqs_assignments_total") == assigned
+            assert svc.metric("ratelimit_service_total_requests") == 0
     finally:
         if envoy is not None:
             envoy.stop()

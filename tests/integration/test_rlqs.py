@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import queue
-import re
 import threading
 import time
 import urllib.request
@@ -101,12 +100,6 @@ def answered(answer: rlqs_pb2.RateLimitQuotaResponse) -> list[str]:
     ]
 
 
-def metric(svc: ServiceProcess, name: str, labels: str = "") -> float:
-    text = urllib.request.urlopen(f"http://127.0.0.1:{svc.http_port}/metrics", timeout=5).read().decode()
-    found = re.findall(rf"^{name}{{([^}}]*)}} (\S+)$|^{name} (\S+)$", text, re.M)
-    return sum(float(v or plain) for got, v, plain in found if all(x in got for x in labels.split(",") if x))
-
-
 @pytest.fixture
 def pair(tmp_path: Path) -> Iterator[tuple[ServiceProcess, ServiceProcess]]:
     store = EmbeddedRedis().start()
@@ -192,23 +185,23 @@ def test_caps_abandon_and_what_is_counted(tmp_path: Path) -> None:
             try:
                 u = [{"user": f"u{i}"} for i in range(6)]
                 assert answered(one.report_many([(u[0], 5, 1), (u[1], 0, 0), (u[2], 1, 0)])) == ["u0", "u1"]
-                assert metric(svc, "ratelimitd_rlqs_buckets_refused_total", 'cap="stream"') == 1
+                assert svc.metric("ratelimitd_rlqs_buckets_refused_total", 'cap="stream"') == 1
                 assert answered(two.report_many([(u[3], 1, 0), (u[4], 1, 0)])) == ["u3"]  # 3 held in this process
-                assert metric(svc, "ratelimitd_rlqs_buckets_refused_total", 'cap="process"') == 1
-                assert metric(svc, "ratelimitd_rlqs_buckets") == 3
-                assert metric(svc, "ratelimitd_rlqs_open_streams") == 2
+                assert svc.metric("ratelimitd_rlqs_buckets_refused_total", 'cap="process"') == 1
+                assert svc.metric("ratelimitd_rlqs_buckets") == 3
+                assert svc.metric("ratelimitd_rlqs_open_streams") == 2
                 assert answered(one.report(u[0], 2)) == ["u0"]  # a held bucket is answered at the cap
                 one.close()  # its two buckets are released
                 deadline = time.monotonic() + 5
-                while metric(svc, "ratelimitd_rlqs_buckets") != 1:
+                while svc.metric("ratelimitd_rlqs_buckets") != 1:
                     assert time.monotonic() < deadline, "a closed stream's buckets were not released"
                     time.sleep(0.05)
                 assert answered(two.report(u[5], 1)) == ["u5"]
-                assert metric(svc, "ratelimitd_rlqs_open_streams") == 1
+                assert svc.metric("ratelimitd_rlqs_open_streams") == 1
 
                 # per rule, as reported (the `user` rule: 5 + 1 + 1 + 1 allowed, 1 denied; refused buckets not)
-                assert metric(svc, "ratelimitd_rlqs_requests_total", 'key="user",verdict="allowed"') == 9
-                assert metric(svc, "ratelimitd_rlqs_requests_total", 'key="user",verdict="denied"') == 1
+                assert svc.metric("ratelimitd_rlqs_requests_total", 'key="user",verdict="allowed"') == 9
+                assert svc.metric("ratelimitd_rlqs_requests_total", 'key="user",verdict="denied"') == 1
                 usage = admin(svc, "/v1/admin/usage", {"domain": "web", "entries": [{"key": "user", "value": "u0"}]})
                 assert usage["state"]["remaining"] == 1000 - 7
                 three = FakeEnvoy(svc, "envoy-3")
@@ -230,8 +223,8 @@ def test_caps_abandon_and_what_is_counted(tmp_path: Path) -> None:
                 time.sleep(1.2)  # u5 idle for longer than --rlqs-abandon-after
                 idle = two.report(u[5], 0).bucket_action[0]
                 assert idle.HasField("abandon_action")
-                assert metric(svc, "ratelimitd_rlqs_abandoned_total") == 1
-                assert metric(svc, "ratelimitd_rlqs_buckets") == 2  # u3 and trial
+                assert svc.metric("ratelimitd_rlqs_abandoned_total") == 1
+                assert svc.metric("ratelimitd_rlqs_buckets") == 2  # u3 and trial
                 three.close()
             finally:
                 one.close()
