@@ -21,7 +21,10 @@ local ai, ki = 3, 1
 for _ = 1, tonumber(ARGV[2]) do
   local m, dry = tonumber(ARGV[ai]), ARGV[ai + 1] == '1'
   ai = ai + 2
-  local pending, order, results = {}, {}, {}
+  -- Tentative state of the keys this request charges (`charged`: their algorithms, `order`: first charge
+  -- first) and per check 6 results in one flat table: fewer tables per check, a measurable share of the
+  -- script's time (docs/performance.md).
+  local states, charged, order, res = {}, {}, {}, {}
   local enforced_denied, quota_total, quota_denied = 0, 0, 0
   for i = 1, m do
     local chk = read_check(ai)
@@ -29,15 +32,15 @@ for _ = 1, tonumber(ARGV[2]) do
     local key = KEYS[ki]
     ki = ki + 1
     local alg = ALGS[chk.alg]
-    local p = pending[key]
-    local state
-    if p then state = p.state else state = alg.load(key) end
+    local state = states[key]
+    if state == nil then state = alg.load(key) end
     local ok, before, ns, reset_c, reset_n, retry = alg.decide(state, chk, now)
     if ok and chk.cost > 0 then
-      if not p then order[#order + 1] = key end
-      pending[key] = { alg = alg, state = ns }
+      if charged[key] == nil then order[#order + 1] = key end
+      states[key], charged[key] = ns, alg
     end
-    results[i] = { ok = ok, before = before, cost = chk.cost, reset_c = reset_c, reset_n = reset_n, retry = retry }
+    local j = 6 * (i - 1)
+    res[j + 1], res[j + 2], res[j + 3], res[j + 4], res[j + 5], res[j + 6] = ok, before, chk.cost, reset_c, reset_n, retry
     if chk.mode == 2 then
       quota_total = quota_total + 1
       if not ok then quota_denied = quota_denied + 1 end
@@ -48,28 +51,28 @@ for _ = 1, tonumber(ARGV[2]) do
   local admitted = enforced_denied == 0 and not (quota_total > 0 and quota_denied == quota_total)
   if admitted and not dry then
     for _, key in ipairs(order) do
-      local p = pending[key]
-      p.alg.save(key, p.state)
+      charged[key].save(key, states[key])
     end
   end
-  out[#out + 1] = admitted and 1 or 0
-  out[#out + 1] = enforced_denied
-  out[#out + 1] = quota_total
-  out[#out + 1] = quota_denied
+  local n = #out
+  out[n + 1] = admitted and 1 or 0
+  out[n + 2] = enforced_denied
+  out[n + 3] = quota_total
+  out[n + 4] = quota_denied
+  n = n + 4
   for i = 1, m do
-    local r = results[i]
-    local remaining, reset = r.before, r.reset_n
-    if admitted and r.ok then
-      remaining = r.before - r.cost
-      reset = r.reset_c
+    local j = 6 * (i - 1)
+    local ok, remaining, reset = res[j + 1], res[j + 2], res[j + 5]
+    if admitted and ok then
+      remaining = remaining - res[j + 3]
+      reset = res[j + 4]
     end
     if remaining < 0 then remaining = 0 end
-    local ok = 0
-    if r.ok then ok = 1 end
-    out[#out + 1] = ok
-    out[#out + 1] = remaining
-    out[#out + 1] = reset
-    out[#out + 1] = r.retry
+    out[n + 1] = ok and 1 or 0
+    out[n + 2] = remaining
+    out[n + 3] = reset
+    out[n + 4] = res[j + 6]
+    n = n + 4
   end
 end
 return out

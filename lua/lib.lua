@@ -4,7 +4,20 @@
 -- Numbers are doubles: all arithmetic stays on integers below 2^53 (the service picks a time
 -- resolution per rule so products fit), and every number written to Redis goes through fmt(),
 -- because tostring() keeps only 14 digits.
-local ALGS = {}
+-- ALGS[id]: an algorithm's load/decide/save/refund. Each is defined on first use (DEFINE[id] runs once per
+-- call that needs it): a script runs its whole text on every call, and defining all five algorithms took a
+-- quarter of a one-check call's time in Redis (docs/performance.md).
+local DEFINE = {}
+local ALGS = setmetatable({}, {
+  __index = function(algs, id)
+    local define = DEFINE[id]
+    if define == nil then
+      return nil
+    end
+    define()
+    return rawget(algs, id)
+  end,
+})
 
 local function fmt(x)
   return string.format('%d', x)

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from ratelimitd.config.models import max_requests_per_unit
 from ratelimitd.config.units import Unit
-from ratelimitd.store.checks import quota_boundaries
+from ratelimitd.store.checks import ENFORCED, CheckBatch, build_check, quota_boundaries
 from ratelimitd.store.embedded import EmbeddedRedis
 from tests.property import models
 from tests.property.harness import T0, ScriptHarness, make_rule
@@ -177,6 +177,26 @@ def test_every_key_expires(harness: ScriptHarness, algorithm: str) -> None:
     ttl = harness.client.pttl(harness.key(rule, ("v",)))
     limit_ms = (32 * 86400 if algorithm == "quota" else 2 * 60) * 1000
     assert 0 < ttl <= limit_ms
+
+
+def test_fixed_window_keeps_its_expiry_when_only_the_count_is_written(harness: ScriptHarness) -> None:
+    """Within a window the script writes only the count; the expiry comes from the window's first charge. A
+    fresh key charged twice by one request, charged again in the window, then in the next window: it always
+    expires by its window's end and counts what was admitted."""
+    harness.client.flushall()
+    rule = make_rule("fixed_window", 10, Unit.MINUTE)
+    key = harness.key(rule, ("v",))
+    minute = 60 * 10**6
+    start = (int(harness.client.time()[0]) * 10**6 // minute + 1) * minute  # the next window's start
+    check = build_check(rule, key, 1, ENFORCED)
+    for now, batch, count in (
+        (start + 1, CheckBatch((check, check)), b"2"),
+        (start + 2, CheckBatch((check,)), b"3"),
+        (start + minute, CheckBatch((check, check)), b"2"),
+    ):
+        assert harness.run([batch], now).results[0].admitted
+        assert harness.client.hget(key, "c") == count
+        assert 0 < harness.client.pttl(key) <= 2 * minute // 1000
 
 
 def test_cost_above_capacity_never_fits(harness: ScriptHarness) -> None:
